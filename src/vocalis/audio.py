@@ -1,0 +1,267 @@
+"""Decode recordings of any common format into mono float32 waveforms at the model rate.
+
+numpy, soundfile and soxr only: this module is imported by training, prediction and serving alike, and
+must never pull in torch.
+
+Formats: whatever libsndfile reads (WAV 8/16/24/32-bit PCM, float, A-law, mu-law, ADPCM; FLAC; OGG/Vorbis;
+MP3 with libsndfile >= 1.1) plus WAV files that wrap an MP3 stream (format tag 0x0055), which libsndfile
+refuses and which are unwrapped here and decoded as MP3.
+
+Every failure is one typed error, :class:`AudioDecodeError`, naming the file and the reason. Nothing is ever
+silently substituted: a file that cannot be read as real audio raises.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from vocalis.errors import VocalisError
+
+log = logging.getLogger(__name__)
+
+AudioSource = str | Path | bytes | BinaryIO
+
+#: Sample rates outside this range are refused as implausible (the project promises 8 kHz to 500 kHz; a
+#: little slack on both sides costs nothing).
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 768_000
+
+_WAVE_FORMAT_MPEGLAYER3 = 0x0055
+_WAVE_FORMAT_MPEG = 0x0050
+_WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+
+
+class AudioDecodeError(VocalisError, ValueError):
+    """A recording could not be turned into audio. ``str(err)`` is ``"<file>: <reason>"``."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a recording is, read from its header (no samples decoded)."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def duration(self) -> float:
+        """Duration in seconds."""
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def _name_of(source: AudioSource, name: str | None) -> str:
+    if name is not None:
+        return name
+    if isinstance(source, str | Path):
+        return str(source)
+    return getattr(source, "name", None) or "<bytes>"
+
+
+def _read_bytes(source: AudioSource, name: str) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    if isinstance(source, str | Path):
+        try:
+            return Path(source).read_bytes()
+        except FileNotFoundError:
+            raise AudioDecodeError(name, "file not found") from None
+        except IsADirectoryError:
+            raise AudioDecodeError(name, "is a directory, not an audio file") from None
+        except OSError as exc:
+            raise AudioDecodeError(name, f"cannot read file ({exc.strerror})") from None
+    data = source.read()
+    if isinstance(data, str):  # a text-mode handle: still report it cleanly
+        raise AudioDecodeError(name, "stream is opened in text mode")
+    return bytes(data)
+
+
+def _unwrap_mp3_in_wav(data: bytes) -> bytes | None:
+    """Return the MP3 stream inside a RIFF/WAVE file whose format tag is MPEG, else None."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    pos, fmt_tag, payload = 12, None, None
+    while pos + 8 <= len(data):
+        chunk_id = data[pos : pos + 4]
+        (size,) = struct.unpack("<I", data[pos + 4 : pos + 8])
+        body = data[pos + 8 : pos + 8 + size]
+        if chunk_id == b"fmt " and len(body) >= 2:
+            (fmt_tag,) = struct.unpack("<H", body[:2])
+        elif chunk_id == b"data":
+            payload = body
+        pos += 8 + size + (size & 1)  # chunks are word aligned
+    if fmt_tag in (_WAVE_FORMAT_MPEGLAYER3, _WAVE_FORMAT_MPEG) and payload:
+        return payload
+    return None
+
+
+def _open(data: bytes, name: str) -> sf.SoundFile:
+    """Open encoded bytes with libsndfile, unwrapping MP3-in-WAV first."""
+    mp3 = _unwrap_mp3_in_wav(data)
+    try:
+        if mp3 is not None:
+            return sf.SoundFile(io.BytesIO(mp3), format="MP3")
+        return sf.SoundFile(io.BytesIO(data))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        reason = str(exc).split(": ", 1)[-1] if str(exc) else type(exc).__name__
+        if not data:
+            reason = "file is empty (0 bytes)"
+        elif data[:4] == b"RIFF" and len(data) < 44:
+            reason = f"truncated WAV header ({len(data)} bytes)"
+        raise AudioDecodeError(name, f"not a readable audio file ({reason})") from None
+
+
+def _check_header(snd: sf.SoundFile, name: str) -> AudioInfo:
+    info = AudioInfo(
+        sample_rate=int(snd.samplerate),
+        channels=int(snd.channels),
+        frames=int(snd.frames),
+        format=str(snd.format),
+        subtype=str(snd.subtype),
+    )
+    if not MIN_SAMPLE_RATE <= info.sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioDecodeError(
+            name,
+            f"sample rate {info.sample_rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz",
+        )
+    if info.channels < 1:
+        raise AudioDecodeError(name, "has no channels")
+    return info
+
+
+def info(source: AudioSource, *, name: str | None = None) -> AudioInfo:
+    """Read a recording's header: sample rate, channels, frames, format."""
+    label = _name_of(source, name)
+    with _open(_read_bytes(source, label), label) as snd:
+        return _check_header(snd, label)
+
+
+def _check_samples(x: np.ndarray, name: str) -> None:
+    if x.size == 0:
+        raise AudioDecodeError(name, "contains no audio samples")
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = int(x.size - np.count_nonzero(finite))
+        if bad == x.size:
+            raise AudioDecodeError(name, "all samples are NaN or infinite")
+        raise AudioDecodeError(name, f"{bad} of {x.size} samples are NaN or infinite")
+
+
+def to_mono(x: np.ndarray) -> np.ndarray:
+    """Downmix ``[frames, channels]`` (or ``[frames]``) to ``[frames]`` by averaging the channels."""
+    if x.ndim == 1:
+        return x
+    if x.shape[1] == 1:
+        return x[:, 0]
+    return x.mean(axis=1, dtype=np.float32)
+
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Resample a mono float32 waveform with soxr (high quality)."""
+    if sr_in == sr_out:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    return np.asarray(soxr.resample(x, sr_in, sr_out, quality="HQ"), dtype=np.float32)
+
+
+def decode(source: AudioSource, *, name: str | None = None) -> tuple[np.ndarray, int]:
+    """Decode a whole recording: returns float32 ``[frames, channels]`` and its sample rate."""
+    label = _name_of(source, name)
+    data = _read_bytes(source, label)
+    with _open(data, label) as snd:
+        hdr = _check_header(snd, label)
+        try:
+            x = snd.read(dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+            raise AudioDecodeError(label, f"decoding failed ({exc})") from None
+    _check_samples(x, label)
+    return x, hdr.sample_rate
+
+
+def load(
+    source: AudioSource,
+    sample_rate: int | None = 32_000,
+    *,
+    min_duration: float = 0.0,
+    name: str | None = None,
+) -> np.ndarray:
+    """Decode, downmix and resample a recording to a mono float32 waveform.
+
+    Args:
+        source: a path, the encoded bytes, or a binary file object.
+        sample_rate: target rate in Hz; ``None`` keeps the file's own rate.
+        min_duration: recordings shorter than this many seconds raise :class:`AudioDecodeError`.
+        name: how to call the source in error messages (defaults to its path).
+    """
+    label = _name_of(source, name)
+    x, sr = decode(source, name=label)
+    duration = x.shape[0] / sr
+    if duration < min_duration:
+        raise AudioDecodeError(label, f"too short: {duration:.3f} s, the minimum is {min_duration:.3f} s")
+    mono = to_mono(x)
+    return resample(mono, sr, sample_rate) if sample_rate else mono.astype(np.float32)
+
+
+def stream(
+    source: AudioSource,
+    sample_rate: int,
+    *,
+    block_seconds: float = 60.0,
+    name: str | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield a long recording as consecutive mono blocks at ``sample_rate``, in bounded memory.
+
+    The resampler keeps its state across blocks, so the concatenation of the blocks equals (to resampler
+    precision) what :func:`load` returns. The encoded file itself is read from disk, not held in memory,
+    when ``source`` is a path to a file libsndfile reads directly.
+    """
+    label = _name_of(source, name)
+    if isinstance(source, str | Path):
+        try:
+            snd = sf.SoundFile(str(source))
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+            # not directly readable (MP3-in-WAV, say): fall back to the in-memory opener
+            snd = _open(_read_bytes(source, label), label)
+    else:
+        snd = _open(_read_bytes(source, label), label)
+    with snd:
+        hdr = _check_header(snd, label)
+        resampler = (
+            soxr.ResampleStream(hdr.sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
+            if hdr.sample_rate != sample_rate
+            else None
+        )
+        block = max(1, int(block_seconds * hdr.sample_rate))
+        seen = 0
+        while True:
+            try:
+                x = snd.read(block, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+                raise AudioDecodeError(label, f"decoding failed ({exc})") from None
+            last = x.shape[0] < block
+            if x.shape[0]:
+                _check_samples(x, label)
+            seen += x.shape[0]
+            mono = to_mono(x) if x.shape[0] else np.zeros(0, dtype=np.float32)
+            out = resampler.resample_chunk(mono, last=last) if resampler else mono
+            if len(out):
+                yield np.asarray(out, dtype=np.float32)
+            if last:
+                break
+        if seen == 0:
+            raise AudioDecodeError(label, "contains no audio samples")

@@ -1,0 +1,53 @@
+"""A compact CNN sized for CPU training: the demo default."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class CompactCNN(nn.Module):
+    """Four conv blocks (widths ``width * [1, 2, 4, 8]``), global mean+max pooling, a linear head.
+
+    Global pooling makes it accept any number of frames; ``n_mels``/``n_frames`` are accepted for a
+    uniform constructor signature.
+    """
+
+    def __init__(
+        self,
+        n_classes: int,
+        n_mels: int = 64,
+        n_frames: int = 301,
+        width: int = 16,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if n_mels < 16:
+            raise ValueError(f"CompactCNN needs at least 16 mel bands, got {n_mels}")
+        widths = [width, width * 2, width * 4, width * 8]
+        self.stem = nn.BatchNorm2d(1)  # per-input normalisation of the dB scale
+        layers: list[nn.Module] = []
+        c_in = 1
+        for w in widths:
+            layers.append(_block(c_in, w))
+            c_in = w
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * c_in, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of log-mels ``[B, 1, n_mels, frames]``."""
+        h = self.features(self.stem(x))
+        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        return self.head(pooled)
