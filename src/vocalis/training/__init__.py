@@ -1,0 +1,1 @@
+"""Training: the Lightning module, the run directory, tracking, sweeps."""
