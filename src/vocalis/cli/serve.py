@@ -1,9 +1,119 @@
-"""CLI commands of the serve stage (placeholder until the stage lands)."""
+"""CLI commands of the serving stage: ``vocalis serve`` and ``vocalis log export``.
+
+Nothing heavy is imported at module level (no torch ever: the service does not need it), and uvicorn and
+the app only inside the command body, so ``vocalis --help`` stays fast.
+"""
 
 from __future__ import annotations
 
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
 import typer
+from rich.console import Console
+
+console = Console()
+
+log_app = typer.Typer(help="The prediction log: export what the service has served.", no_args_is_help=True)
+
+
+def _parse_when(value: str | None) -> datetime | None:
+    """ISO date/time (UTC when no zone is given) or a relative '7d' / '12h' / '30m'."""
+    from vocalis.errors import ConfigError
+
+    if value is None:
+        return None
+    units = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+    if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+        from datetime import timedelta
+
+        return datetime.now(UTC) - timedelta(seconds=float(value[:-1]) * units[value[-1]])
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"--since: '{value}' is neither an ISO date/time nor a duration like 7d, 12h"
+        ) from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def serve(
+    model: Path | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Model artifact directory (default: $VOCALIS_MODEL_DIR or artifacts/demo).",
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for all)."),
+    port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (each loads the model)."),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Serve the model over HTTP: /v1/predict, /v1/predict/batch, /v1/model, /metrics, a web page at /.
+
+    Every other setting comes from VOCALIS_* environment variables (database URL, limits, admin token,
+    CORS origins, upload dir); see docs/serving.md.
+    """
+    import uvicorn
+
+    from vocalis.errors import ArtifactError
+    from vocalis.serving.request_context import configure_logging
+    from vocalis.serving.settings import Settings
+
+    if model is not None:
+        # the workers read their settings from the environment: pass the choice on that way
+        os.environ["VOCALIS_MODEL_DIR"] = str(model)
+    os.environ.setdefault("VOCALIS_LOG_LEVEL", log_level.upper())
+    settings = Settings()
+    if not (settings.model_dir / "model.onnx").is_file():
+        raise ArtifactError(
+            f"{settings.model_dir}: no model.onnx there; export a model (vocalis export) or pass --model"
+        )
+    configure_logging(settings.log_level)
+    console.print(
+        f"serving [bold]{settings.model_dir}[/] on http://{host}:{port} "
+        f"({workers} worker{'s' if workers > 1 else ''}); web page at /, API docs at /docs",
+        highlight=False,
+    )
+    uvicorn.run(
+        "vocalis.serving.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level.lower(),
+        log_config=None,  # keep our handler: every line carries the request id
+        access_log=False,
+    )
+
+
+@log_app.command("export")
+def export(
+    out: Path = typer.Option(..., "--out", "-o", help="Output file: .parquet or .csv."),
+    since: str | None = typer.Option(
+        None, "--since", help="ISO date/time (UTC) or a duration: 7d, 12h, 30m."
+    ),
+    database_url: str | None = typer.Option(
+        None,
+        "--database-url",
+        help="SQLAlchemy URL (default: $VOCALIS_DATABASE_URL or sqlite:///predictions.db).",
+    ),
+) -> None:
+    """Export the prediction log to Parquet or CSV (for drift monitoring and audits)."""
+    from vocalis.serving.settings import Settings
+    from vocalis.serving.store import PredictionStore, export_log
+
+    url = database_url or Settings().database_url
+    store = PredictionStore(url)
+    try:
+        n = export_log(store, out, since=_parse_when(since))
+    finally:
+        store.close()
+    console.print(f"wrote {n} prediction(s) to {out}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the root app."""
+    app.command("serve")(serve)
+    app.add_typer(log_app, name="log")

@@ -1,0 +1,60 @@
+"""Service settings, read from the environment with the ``VOCALIS_`` prefix (pydantic-settings).
+
+Every knob of the service lives here so that a container is configured by environment variables alone,
+e.g. ``VOCALIS_MODEL_DIR=/models/current VOCALIS_DATABASE_URL=postgresql+psycopg://... vocalis serve``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration of the inference service. Field ``x`` is read from ``VOCALIS_X``."""
+
+    # "model_" is pydantic's protected namespace; our fields are about the ML model, not pydantic models
+    model_config = SettingsConfigDict(
+        env_prefix="VOCALIS_", env_file=None, extra="ignore", protected_namespaces=()
+    )
+
+    model_dir: Path = Field(
+        default=Path("artifacts/demo"), description="Model artifact directory (model.onnx + model.json)."
+    )
+    database_url: str = Field(
+        default="sqlite:///predictions.db",
+        description="SQLAlchemy URL of the prediction log (sqlite:///file.db or postgresql+psycopg://...).",
+    )
+    max_upload_bytes: int = Field(
+        default=50 * 1024 * 1024, gt=0, description="Largest request body accepted."
+    )
+    max_duration_s: float = Field(default=3600.0, gt=0, description="Longest recording accepted, in seconds.")
+    min_duration_s: float = Field(default=0.05, ge=0, description="Shortest recording accepted, in seconds.")
+    max_batch_files: int = Field(default=32, gt=0, description="Most files in one /v1/predict/batch request.")
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token of the admin endpoints; unset disables them."
+    )
+    threads: int | None = Field(
+        default=None, gt=0, description="onnxruntime intra-op threads (None: runtime default)."
+    )
+    inference_concurrency: int = Field(
+        default=2,
+        gt=0,
+        description="Predictions run at the same time in one worker (the rest wait their turn).",
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; empty: off.")
+    upload_dir: Path | None = Field(default=None, description="When set, every raw upload is stored here.")
+    log_level: str = Field(default="INFO", description="Log level of the service.")
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, v: object) -> object:
+        # VOCALIS_ADMIN_TOKEN="" must disable the admin endpoints, not make "" a valid token
+        return None if v in ("", None) else v
+
+    @field_validator("upload_dir", mode="before")
+    @classmethod
+    def _empty_dir_is_none(cls, v: object) -> object:
+        return None if v in ("", None) else v

@@ -1,0 +1,220 @@
+"""The prediction log: every served prediction, one row, in a SQL database (SQLAlchemy 2.0).
+
+SQLite file by default (WAL journal, full sync), PostgreSQL by URL (``postgresql+psycopg://``). A row is
+committed before the HTTP response leaves, so an acknowledged prediction survives a crash of the server.
+The log feeds drift monitoring (input summary features, per-class probabilities) and audits (request id,
+model version, client metadata).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, Integer, String, create_engine, event, func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from vocalis.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the prediction log's tables."""
+
+
+class PredictionRecord(Base):
+    """One served prediction (one file of one request)."""
+
+    __tablename__ = "predictions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    request_id: Mapped[str] = mapped_column(String(128), index=True)
+    endpoint: Mapped[str] = mapped_column(String(64))
+    file_name: Mapped[str | None] = mapped_column(String(512))
+    model_version: Mapped[str] = mapped_column(String(128))
+    duration_s: Mapped[float] = mapped_column(Float)
+    sample_rate: Mapped[int] = mapped_column(Integer)
+    channels: Mapped[int] = mapped_column(Integer)
+    rms_dbfs: Mapped[float] = mapped_column(Float)
+    spectral_centroid_hz: Mapped[float] = mapped_column(Float)
+    spectral_bandwidth_hz: Mapped[float] = mapped_column(Float)
+    peak_frequency_hz: Mapped[float] = mapped_column(Float)
+    zero_crossing_rate: Mapped[float] = mapped_column(Float)
+    top_label: Mapped[str] = mapped_column(String(256), index=True)
+    confidence: Mapped[float] = mapped_column(Float)
+    probabilities: Mapped[dict[str, float]] = mapped_column(JSON)
+    n_windows: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    site: Mapped[str | None] = mapped_column(String(256))
+    device: Mapped[str | None] = mapped_column(String(256))
+    upload_path: Mapped[str | None] = mapped_column(String(1024))
+
+
+#: columns in export order
+COLUMNS: tuple[str, ...] = tuple(c.name for c in PredictionRecord.__table__.columns)
+
+
+@dataclass
+class NewPrediction:
+    """What the service knows about one prediction when it logs it."""
+
+    request_id: str
+    endpoint: str
+    file_name: str | None
+    model_version: str
+    duration_s: float
+    sample_rate: int
+    channels: int
+    summary: dict[str, float]
+    top_label: str
+    confidence: float
+    probabilities: dict[str, float]
+    n_windows: int
+    latency_ms: float
+    site: str | None = None
+    device: str | None = None
+    upload_path: str | None = None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets readers (exports, monitoring) run while the service writes; synchronous=FULL makes each
+    # commit durable before the response is sent; busy_timeout rides out a concurrent writer
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for ``url``; SQLite files get WAL mode and their parent folder is created."""
+    try:
+        if url.startswith("sqlite"):
+            db_path = url.split(":///", 1)[-1] if ":///" in url else ""
+            if db_path and db_path != ":memory:":
+                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"check_same_thread": False})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+    except Exception as exc:  # bad URL or missing driver: one clear error naming the setting
+        raise ConfigError(f"VOCALIS_DATABASE_URL: cannot use '{_redact(url)}' ({exc})") from None
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a database URL before it is logged or shown."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+class PredictionStore:
+    """Writes and reads the prediction log."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        log.info("prediction log at %s", _redact(url))
+
+    def add(self, rows: Sequence[NewPrediction]) -> list[int]:
+        """Insert ``rows`` in one transaction and commit; returns their ids. Raises on failure."""
+        records = [
+            PredictionRecord(
+                created_at=r.created_at,
+                request_id=r.request_id,
+                endpoint=r.endpoint,
+                file_name=r.file_name,
+                model_version=r.model_version,
+                duration_s=r.duration_s,
+                sample_rate=r.sample_rate,
+                channels=r.channels,
+                top_label=r.top_label,
+                confidence=r.confidence,
+                probabilities=r.probabilities,
+                n_windows=r.n_windows,
+                latency_ms=r.latency_ms,
+                site=r.site,
+                device=r.device,
+                upload_path=r.upload_path,
+                **r.summary,
+            )
+            for r in rows
+        ]
+        with self._sessions.begin() as session:
+            session.add_all(records)
+            session.flush()
+            return [rec.id for rec in records]
+
+    def count(self) -> int:
+        """Number of logged predictions."""
+        with Session(self.engine) as session:
+            return int(session.scalar(select(func.count()).select_from(PredictionRecord)) or 0)
+
+    def request_ids(self) -> set[str]:
+        """Every request id in the log."""
+        with Session(self.engine) as session:
+            return set(session.scalars(select(PredictionRecord.request_id)).all())
+
+    def rows(self, since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
+        """Logged predictions as dicts (oldest first), optionally within ``[since, until)``."""
+        stmt = select(PredictionRecord).order_by(PredictionRecord.id)
+        if since is not None:
+            stmt = stmt.where(PredictionRecord.created_at >= _aware(since))
+        if until is not None:
+            stmt = stmt.where(PredictionRecord.created_at < _aware(until))
+        with Session(self.engine) as session:
+            return [{c: getattr(rec, c) for c in COLUMNS} for rec in session.scalars(stmt)]
+
+    def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return True
+        except Exception:
+            log.exception("prediction log database does not answer")
+            return False
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.engine.dispose()
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def export_log(store: PredictionStore, out: Path, since: datetime | None = None) -> int:
+    """Write the prediction log (from ``since``) to ``out`` (``.parquet`` or ``.csv``); returns the row count.
+
+    The per-class probabilities become a JSON string column so both formats hold the same table.
+    """
+    import json
+
+    import pandas as pd
+
+    suffix = out.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise ConfigError(f"{out}: the export format is chosen by the suffix, .parquet or .csv")
+    rows = store.rows(since=since)
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame["probabilities"] = [json.dumps(p, sort_keys=True) for p in frame["probabilities"]]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".parquet":
+        frame.to_parquet(out, index=False)
+    else:
+        frame.to_csv(out, index=False)
+    return len(frame)
