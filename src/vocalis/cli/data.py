@@ -1,9 +1,146 @@
-"""CLI commands of the data stage (placeholder until the stage lands)."""
+"""CLI commands of the data stage: ``vocalis data synth`` and ``vocalis data prepare``.
+
+Thin wrappers: parse, call :mod:`vocalis.data`, render with rich. Heavy imports (torch, hydra) happen
+inside the command bodies so that ``vocalis --help`` stays fast.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+data_app = typer.Typer(
+    help="Datasets and the feature cache: generate synthetic data, prepare features.",
+    no_args_is_help=True,
+)
+
+
+@data_app.command("synth")
+def synth(
+    out_dir: Path = typer.Argument(..., help="Where to write the class-per-folder tree of WAV/FLAC files."),
+    classes: int = typer.Option(8, "--classes", help="Number of call types (2-8)."),
+    per_class: int = typer.Option(50, "--per-class", help="Clips per call type."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed writes byte-identical files."),
+    force: bool = typer.Option(False, "--force", help="Rewrite even if OUT_DIR already holds this set."),
+) -> None:
+    """Generate the synthetic marine-mammal-like dataset (1-5 s clips, mixed sample rates, 0-20 dB SNR)."""
+    import time
+
+    from vocalis.data.synthetic import SynthSpec, generate
+
+    spec = SynthSpec(classes=classes, per_class=per_class, seed=seed)
+    t0 = time.perf_counter()
+    with console.status(f"writing {classes * per_class} clips to {out_dir}"):
+        generate(out_dir, spec, force=force)
+    console.print(
+        f"[green]synthetic data[/] {classes} classes x {per_class} clips in {out_dir} "
+        f"({time.perf_counter() - t0:.1f} s): {', '.join(spec.labels)}"
+    )
+
+
+def compose_config(overrides: list[str]) -> Any:
+    """Compose the packaged Hydra config (``vocalis.configs``) with command-line overrides."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from vocalis.errors import ConfigError
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="vocalis.configs", version_base="1.3"):
+            return compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"config: {exc}") from None
+
+
+@data_app.command(
+    "prepare",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def prepare(
+    overrides: list[str] = typer.Argument(
+        None, help="Hydra overrides, e.g. data=folder data.root=DIR paths.cache_dir=/tmp/cache"
+    ),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if the cache is current."),
+) -> None:
+    """Decode, window and featurize a dataset into the feature cache (does nothing if it is current)."""
+    from omegaconf import OmegaConf
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from vocalis.data.prepare import prepare_from_config
+    from vocalis.errors import ConfigError
+
+    cfg = compose_config(list(overrides or []))
+    try:
+        data_cfg = OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True)
+        paths_cfg = OmegaConf.to_container(cfg.paths, resolve=True)
+    except Exception as exc:  # a missing mandatory value (data.root=???) and the like
+        raise ConfigError(f"config: {exc}") from None
+    if not isinstance(data_cfg, dict) or not isinstance(paths_cfg, dict):
+        raise ConfigError("config: the data and paths groups must be mappings")
+    tasks: dict[str, Any] = {}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+
+        cache = prepare_from_config(
+            {str(k): v for k, v in data_cfg.items()},
+            {str(k): v for k, v in paths_cfg.items()},
+            seed=int(cfg.get("seed", 42)),
+            force=force,
+            progress=progress,
+        )
+    print_summary(cache)
+
+
+def print_summary(cache: Any) -> None:
+    """Render a prepared cache: counts per class and split, skipped files, where, hash, time."""
+    meta = cache.meta
+    if not cache.built:
+        console.print("[green]cache is current[/] (nothing to do)")
+    counts = cache.counts()
+    table = Table(title=f"windows per class and split ({meta['n_clips']} clips, {meta['n_windows']} windows)")
+    table.add_column("class")
+    for split in counts.columns:
+        table.add_column(str(split), justify="right")
+    table.add_column("total", justify="right")
+    for label, row in counts.iterrows():
+        table.add_row(str(label), *[str(int(v)) for v in row.tolist()], str(int(row.sum())))
+    table.add_row(
+        "[bold]all", *[f"[bold]{int(v)}" for v in counts.sum().tolist()], f"[bold]{int(counts.values.sum())}"
+    )
+    console.print(table)
+    n_skipped = int(meta["n_skipped"])
+    if n_skipped:
+        console.print(f"[yellow]skipped {n_skipped} file(s)[/] (listed in {cache.dir / 'skipped.csv'}):")
+        reasons = cache.skipped["reason"].str.replace(r"\(.*\)$", "", regex=True).value_counts()
+        for reason, n in reasons.head(10).items():
+            console.print(f"  {n:5d}  {reason}", highlight=False)
+    else:
+        console.print("skipped 0 files")
+    console.print(f"cache  {cache.dir}")
+    console.print(f"hash   {cache.hash}")
+    console.print(f"time   {cache.seconds:.1f} s ({'built' if cache.built else 'reused'})")
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the root app."""
+    app.add_typer(data_app, name="data")

@@ -1,0 +1,1 @@
+"""Packaged Hydra configs (composed with ``initialize_config_module("vocalis.configs")``)."""

@@ -1,0 +1,508 @@
+"""Data preparation: a dataset source -> decoded, resampled, windowed, featurized -> a feature cache.
+
+The pipeline, :func:`prepare_from_config`:
+
+1. list the source's clips and fingerprint their contents (digests memoised by size and mtime);
+2. assign group-aware stratified splits;
+3. hash everything that determines the result (clip contents, labels, splits, groups, window, featurizer
+   and source parameters); a complete cache under that hash means there is nothing to do;
+4. read every header (in parallel) to count windows, then preallocate ``features.npy`` as a float16
+   memory map of exactly that size;
+5. decode, resample, cut and featurize chunks of clips in worker processes, each writing its rows straight
+   into the memory map: memory is bounded by ``chunk_size`` clips per worker, not by the dataset;
+6. write the manifest and metadata, then rename the temporary directory into place (atomic).
+
+A file that cannot be decoded is skipped and listed in ``skipped.csv``; it never stops the run.
+
+Windows: a clip shorter than one window gives one zero-padded window. A longer clip gives a window every
+hop; a trailing partial window is zero-padded, and dropped when it holds less than half a window of audio
+(it would be mostly padding), unless it is the clip's only window.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vocalis import audio
+from vocalis.data.cache import CACHE_FORMAT, MANIFEST_COLUMNS, FeatureCache
+from vocalis.data.sources import Clip, FileDigests, Source, build_source, labels_of
+from vocalis.data.splits import assign_splits
+from vocalis.errors import ConfigError, DatasetError
+from vocalis.windows import WindowSpec
+
+log = logging.getLogger(__name__)
+
+#: ``progress(stage, done, total)``: the CLI draws a progress bar from it; the library never prints.
+ProgressFn = Callable[[str, int, int], None]
+
+_FEATURE_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min", "f_max", "top_db", "amin")
+
+
+@dataclass(frozen=True)
+class PrepareSettings:
+    """The parameters of one preparation run, read from ``cfg.data``."""
+
+    name: str
+    features: dict[str, Any]
+    window_s: float
+    hop_s: float
+    min_duration: float
+    val: float
+    test: float
+    split_seed: int
+    workers: int
+    chunk_size: int
+    batch_size: int
+
+    @classmethod
+    def from_config(cls, data_cfg: Mapping[str, Any], seed: int = 42) -> PrepareSettings:
+        """Read and check the ``data`` config group."""
+        from vocalis.features import FeatureParams
+
+        feats = dict(data_cfg.get("features") or {})
+        unknown = set(feats) - set(_FEATURE_KEYS)
+        if unknown:
+            raise ConfigError(f"data.features: unknown key(s) {sorted(unknown)}")
+        try:
+            fp = FeatureParams(**feats)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"data.features: {exc}") from None
+        split = dict(data_cfg.get("split") or {})
+        window_s = float(data_cfg.get("window_s", 3.0))
+        hop_s = float(data_cfg.get("hop_s") or window_s)
+        if window_s <= 0 or hop_s <= 0:
+            raise ConfigError(f"data.window_s and data.hop_s must be positive, got {window_s}, {hop_s}")
+        workers = data_cfg.get("prepare_workers")
+        n_workers = int(workers) if workers not in (None, "auto", 0) else _cpu_count()
+        split_seed = split.get("seed")
+        return cls(
+            name=str(data_cfg.get("name") or data_cfg.get("source") or "data"),
+            features=fp.to_dict(),
+            window_s=window_s,
+            hop_s=hop_s,
+            min_duration=float(data_cfg.get("min_duration") or 0.0),
+            val=float(split.get("val", 0.15)),
+            test=float(split.get("test", 0.15)),
+            split_seed=int(split_seed if split_seed is not None else seed),
+            workers=max(1, n_workers),
+            chunk_size=max(1, int(data_cfg.get("chunk_size") or 32)),
+            batch_size=max(1, int(data_cfg.get("prepare_batch_size") or 64)),
+        )
+
+    @property
+    def spec(self) -> WindowSpec:
+        """Windows at the featurizer's sample rate."""
+        return WindowSpec(self.window_s, self.hop_s, int(self.features["sample_rate"]))
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def window_starts(spec: WindowSpec, num_samples: int) -> np.ndarray:
+    """Training window starts: :meth:`WindowSpec.starts`, less a trailing window under half full."""
+    starts = spec.starts(num_samples)
+    if len(starts) > 1 and num_samples - int(starts[-1]) < spec.window_samples / 2:
+        starts = starts[:-1]
+    return starts
+
+
+def cache_key(settings: PrepareSettings, source: Source, clips: Sequence[Clip]) -> str:
+    """sha256 of everything the cache's contents depend on."""
+    key = {
+        "format": CACHE_FORMAT,
+        "features": settings.features,
+        "window_s": settings.window_s,
+        "hop_s": settings.hop_s,
+        "min_duration": settings.min_duration,
+        "source": source.describe(),
+        "clips": [[c.clip_id, c.label, c.split, c.group, c.fingerprint] for c in clips],
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# --- worker side ------------------------------------------------------------------------------------
+
+_featurizer: Any = None
+_featurizer_key: str = ""
+
+
+def _init_worker(threads: int) -> None:
+    """Worker start: one torch thread each, since the processes already use every core."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _get_featurizer(features: dict[str, Any]) -> Any:
+    global _featurizer, _featurizer_key
+    key = json.dumps(features, sort_keys=True)
+    if _featurizer is None or key != _featurizer_key:
+        from vocalis.features import FeatureParams, LogMel
+
+        _featurizer = LogMel(FeatureParams.from_dict(features)).eval()
+        _featurizer_key = key
+    return _featurizer
+
+
+def _probe(items: list[tuple[int, str | bytes, str]]) -> list[tuple[int, int, int, str | None]]:
+    """Header pass: ``(clip index, frames, sample_rate, error)`` per item."""
+    out: list[tuple[int, int, int, str | None]] = []
+    for idx, src, name in items:
+        try:
+            hdr = audio.info(src, name=name)
+            if hdr.frames <= 0:
+                raise audio.AudioDecodeError(name, "contains no audio samples")
+            out.append((idx, hdr.frames, hdr.sample_rate, None))
+        except audio.AudioDecodeError as exc:
+            out.append((idx, 0, 0, exc.reason))
+        except Exception as exc:  # one bad file never stops a run
+            out.append((idx, 0, 0, f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+@dataclass(frozen=True)
+class _Job:
+    clip_index: int
+    source: str | bytes
+    name: str
+    num_samples: int
+    starts: np.ndarray
+    row: int
+
+
+def _featurize(
+    features_path: str, features: dict[str, Any], spec: WindowSpec, batch_size: int, jobs: list[_Job]
+) -> list[tuple[int, str | None]]:
+    """Decode, cut and featurize a chunk of clips, writing rows into the memory-mapped features file."""
+    import torch
+
+    mm = np.load(features_path, mmap_mode="r+")
+    net = _get_featurizer(features)
+    w = spec.window_samples
+    out: list[tuple[int, str | None]] = []
+    for job in jobs:
+        try:
+            x = audio.load(job.source, int(features["sample_rate"]), name=job.name)
+            # header frame counts (MP3 especially) can be off by a few samples: fix the length that the
+            # window count was computed from
+            if len(x) != job.num_samples:
+                x = np.pad(x, (0, max(0, job.num_samples - len(x))))[: job.num_samples]
+            need = int(job.starts[-1]) + w
+            if len(x) < need:
+                x = np.pad(x, (0, need - len(x)))
+            for b in range(0, len(job.starts), batch_size):
+                starts = job.starts[b : b + batch_size]
+                batch = np.stack([x[s : s + w] for s in starts.tolist()])
+                with torch.no_grad():
+                    feats = net(torch.from_numpy(batch))[:, 0].numpy()
+                mm[job.row + b : job.row + b + len(starts)] = feats.astype(np.float16)
+            out.append((job.clip_index, None))
+        except audio.AudioDecodeError as exc:
+            out.append((job.clip_index, exc.reason))
+        except Exception as exc:  # one bad file never stops a run
+            out.append((job.clip_index, f"{type(exc).__name__}: {exc}"))
+    mm.flush()
+    del mm
+    return out
+
+
+# --- parent side ------------------------------------------------------------------------------------
+
+
+class _InlineExecutor(Executor):
+    """Runs tasks in this process (one worker, or tiny datasets): no process start-up cost."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            fut.set_exception(exc)
+        return fut
+
+
+def _executor(workers: int) -> Executor:
+    if workers <= 1:
+        import torch
+
+        torch.set_num_threads(max(1, _cpu_count()))
+        return _InlineExecutor()
+    # fork: workers inherit the imported modules and the source object (no pickling of datasets); they
+    # only ever use one torch thread, so an OpenMP pool the parent may hold is never entered in a child
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(
+        workers, mp_context=mp.get_context(method), initializer=_init_worker, initargs=(1,)
+    )
+
+
+def _run_bounded(
+    pool: Executor,
+    fn: Callable[..., list[Any]],
+    tasks: Iterator[tuple[Any, ...]],
+    in_flight: int,
+    on_result: Callable[[list[Any]], None],
+) -> None:
+    """Submit tasks lazily, at most ``in_flight`` at a time, so chunks are produced only as needed."""
+    pending: set[Future[list[Any]]] = set()
+    for args in tasks:
+        pending.add(pool.submit(fn, *args))
+        if len(pending) >= in_flight:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                on_result(f.result())
+    for f in pending:
+        on_result(f.result())
+
+
+def _chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+def prepare_from_config(
+    data_cfg: Mapping[str, Any],
+    paths_cfg: Mapping[str, Any],
+    *,
+    seed: int = 42,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> FeatureCache:
+    """Build (or find current) the feature cache that ``cfg.data`` describes, under ``cfg.paths.cache_dir``.
+
+    Returns the :class:`FeatureCache`; its ``built`` is False when the cache was already current.
+    """
+    t0 = time.perf_counter()
+    settings = PrepareSettings.from_config(data_cfg, seed)
+    cache_root = Path(str(paths_cfg.get("cache_dir") or "data/cache")).expanduser().resolve()
+    digests = FileDigests(cache_root / ".digests.json")
+    source = build_source(data_cfg, digests)
+    clips = source.clips()
+    digests.save()
+    clips = assign_splits(clips, settings.val, settings.test, settings.split_seed)
+    key = cache_key(settings, source, clips)
+    out_dir = cache_root / f"{settings.name}-{key[:12]}"
+    if not force and (out_dir / "cache.json").exists():
+        try:
+            cache = FeatureCache.open(out_dir)
+            if cache.hash == key:
+                log.info("cache is current: %s", out_dir)
+                cache.seconds = time.perf_counter() - t0
+                return cache
+        except Exception as exc:
+            log.warning("%s: unusable cache, rebuilding (%s)", out_dir, exc)
+    cache = _build(settings, source, clips, key, out_dir, progress)
+    cache.seconds = time.perf_counter() - t0
+    return cache
+
+
+def _build(
+    settings: PrepareSettings,
+    source: Source,
+    clips: list[Clip],
+    key: str,
+    out_dir: Path,
+    progress: ProgressFn | None,
+) -> FeatureCache:
+    from numpy.lib.format import open_memmap
+
+    from vocalis.features import FeatureParams
+
+    fp = FeatureParams.from_dict(settings.features)
+    spec = settings.spec
+    sr = fp.sample_rate
+    n_frames = fp.n_frames(spec.window_samples)
+    tmp = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    skipped: dict[int, str] = {}
+    # bytes sources (parquet rows) are fetched in the parent per chunk; file sources pass paths
+    workers = settings.workers if len(clips) >= 4 * settings.workers else 1
+    try:
+        with _executor(workers) as pool:
+            # 1. headers
+            headers: dict[int, tuple[int, int]] = {}
+            done = 0
+
+            def probed(results: list[tuple[int, int, int, str | None]]) -> None:
+                nonlocal done
+                for idx, frames, rate, err in results:
+                    if err is None:
+                        headers[idx] = (frames, rate)
+                    else:
+                        skipped[idx] = err
+                done += len(results)
+                if progress:
+                    progress("reading headers", done, len(clips))
+
+            probe_tasks = (
+                ([(i, source.fetch(clips[i]), clips[i].path) for i in chunk],)
+                for chunk in _chunks(range(len(clips)), max(settings.chunk_size, 64))
+            )
+            _run_bounded(pool, _probe, probe_tasks, 2 * workers, probed)
+            # 2. window counts and rows
+            jobs_meta: list[tuple[int, int, np.ndarray, int]] = []  # clip, samples, starts, row
+            row = 0
+            for i in range(len(clips)):
+                if i not in headers:
+                    continue
+                frames, rate = headers[i]
+                duration = frames / rate
+                if duration < settings.min_duration:
+                    skipped[i] = f"too short: {duration:.3f} s, the minimum is {settings.min_duration:.3f} s"
+                    continue
+                n = max(1, round(frames * sr / rate))
+                starts = window_starts(spec, n)
+                jobs_meta.append((i, n, starts, row))
+                row += len(starts)
+            total_rows = row
+            feat_path = tmp / "features.npy"
+            mm = open_memmap(feat_path, mode="w+", dtype=np.float16, shape=(total_rows, fp.n_mels, n_frames))
+            del mm
+            # 3. featurize
+            done = 0
+
+            def featurized(results: list[tuple[int, str | None]]) -> None:
+                nonlocal done
+                for idx, err in results:
+                    if err is not None:
+                        skipped[idx] = err
+                done += len(results)
+                if progress:
+                    progress("featurizing", done, len(jobs_meta))
+
+            feat_tasks = (
+                (
+                    str(feat_path),
+                    settings.features,
+                    spec,
+                    settings.batch_size,
+                    [_Job(i, source.fetch(clips[i]), clips[i].path, n, st, r) for i, n, st, r in chunk],
+                )
+                for chunk in _chunks(jobs_meta, settings.chunk_size)
+            )
+            _run_bounded(pool, _featurize, feat_tasks, 2 * workers, featurized)
+        # 4. drop the rows of clips that failed while decoding (their headers looked fine)
+        kept = [m for m in jobs_meta if m[0] not in skipped]
+        if len(kept) != len(jobs_meta):
+            _compact(feat_path, kept, fp.n_mels, n_frames, settings.chunk_size)
+        _write_metadata(tmp, settings, source, clips, kept, skipped, key, spec, headers)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    cache = FeatureCache.open(out_dir)
+    cache.built = True
+    if cache.meta["n_windows"] == 0:
+        raise DatasetError(f"{out_dir}: no clip could be decoded; see {out_dir / 'skipped.csv'}")
+    return cache
+
+
+def _compact(
+    feat_path: Path, kept: list[tuple[int, int, np.ndarray, int]], n_mels: int, n_frames: int, chunk: int
+) -> None:
+    """Rewrite ``features.npy`` with only the rows of ``kept`` clips, a chunk at a time."""
+    from numpy.lib.format import open_memmap
+
+    src = np.load(feat_path, mmap_mode="r")
+    rows = np.concatenate([r + np.arange(len(st)) for _, _, st, r in kept]) if kept else np.zeros(0, int)
+    dst_path = feat_path.with_name("features.compact.npy")
+    dst = open_memmap(dst_path, mode="w+", dtype=np.float16, shape=(len(rows), n_mels, n_frames))
+    step = max(1, chunk * 8)
+    for b in range(0, len(rows), step):
+        dst[b : b + step] = src[rows[b : b + step]]
+    dst.flush()
+    del dst, src
+    os.replace(dst_path, feat_path)
+
+
+def _write_metadata(
+    tmp: Path,
+    settings: PrepareSettings,
+    source: Source,
+    clips: list[Clip],
+    kept: list[tuple[int, int, np.ndarray, int]],
+    skipped: dict[int, str],
+    key: str,
+    spec: WindowSpec,
+    headers: dict[int, tuple[int, int]],
+) -> None:
+    classes = labels_of(clips)
+    label_index = {c: i for i, c in enumerate(classes)}
+    sr = spec.sample_rate
+    splits: dict[str, dict[str, int]] = {}
+    index = 0
+    with (tmp / "manifest.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(MANIFEST_COLUMNS)
+        for i, n, starts, _ in kept:
+            c = clips[i]
+            dur = headers[i][0] / headers[i][1]
+            s = splits.setdefault(str(c.split), {"clips": 0, "windows": 0})
+            s["clips"] += 1
+            for st in starts.tolist():
+                start_s = st / sr
+                end_s = min(st + spec.window_samples, n) / sr
+                w.writerow(
+                    [
+                        index,
+                        c.clip_id,
+                        c.path,
+                        c.label,
+                        label_index[c.label],
+                        c.split,
+                        c.group,
+                        round(start_s, 6),
+                        round(end_s, 6),
+                        round(dur, 6),
+                        headers[i][1],
+                    ]
+                )
+                index += 1
+                s["windows"] += 1
+    with (tmp / "skipped.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "reason"])
+        for i in sorted(skipped):
+            w.writerow([clips[i].path, skipped[i]])
+    (tmp / "classes.json").write_text(json.dumps(classes, indent=2) + "\n")
+    params = {
+        "features": settings.features,
+        "window_s": settings.window_s,
+        "hop_s": settings.hop_s,
+        "min_duration": settings.min_duration,
+        "split": {"val": settings.val, "test": settings.test, "seed": settings.split_seed},
+        "source": source.describe(),
+    }
+    (tmp / "params.json").write_text(json.dumps(params, indent=2, default=str) + "\n")
+    meta = {
+        "hash": key,
+        "name": settings.name,
+        "format": CACHE_FORMAT,
+        "n_windows": index,
+        "n_clips": len(kept),
+        "n_skipped": len(skipped),
+        "classes": classes,
+        "splits": splits,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (tmp / "cache.json").write_text(json.dumps(meta, indent=2) + "\n")
