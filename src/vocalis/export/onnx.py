@@ -1,0 +1,438 @@
+"""Export a trained network, featurizer included, to an ONNX artifact with a model card.
+
+``export_artifact(run_dir, out_dir)`` is the core of ``vocalis export``:
+
+1. rebuild the network from a checkpoint (:func:`vocalis.training.checkpoint.load_network`) and put
+   :class:`vocalis.features.LogMel` in front of it and a softmax behind it;
+2. export with the dynamo exporter: input ``waveform`` ``[batch, samples]`` (dynamic batch, the trained
+   window length), outputs ``probabilities`` and ``logits``;
+3. check the graph (``onnx.checker``) and the numbers: onnxruntime against PyTorch on real windows decoded
+   from the run's feature cache (synthetic ones when the audio is not at hand), max |Δprob| within
+   ``parity_tol`` (default 1e-4);
+4. optionally quantize to int8 behind the accuracy gate (:mod:`vocalis.export.quantize`);
+5. write ``model.json`` and the same facts into the ONNX ``metadata_props``.
+
+Everything is built in a staging directory and moved into place only when every check passed, so a failed
+export leaves no artifact behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vocalis import __version__
+from vocalis.errors import ArtifactError, ConfigError
+from vocalis.export.card import CARD_FILE, MODEL_FILE, ModelCard
+from vocalis.export.windows import AudioWindows, cache_windows, read_json, synthetic_windows
+from vocalis.features import LogMel
+from vocalis.training.checkpoint import LoadedNetwork, load_network
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18
+#: fp32 parity: max |onnxruntime - PyTorch| over class probabilities
+PARITY_TOL = 1e-4
+#: windows used for the parity check
+PARITY_WINDOWS = 24
+
+
+class WaveformClassifier(nn.Module):
+    """Waveforms ``[B, samples]`` -> ``(probabilities, logits)``: the featurizer, the network, a softmax.
+
+    The featurizer is the attribute ``featurizer``; its nodes carry that name scope in the ONNX graph, which
+    lets quantization leave them in float.
+    """
+
+    def __init__(self, featurizer: LogMel, net: nn.Module) -> None:
+        super().__init__()
+        self.featurizer = featurizer
+        self.net = net
+
+    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities and logits of each window."""
+        logits = self.net(self.featurizer(waveform))
+        return torch.softmax(logits, dim=-1), logits
+
+
+def build_classifier(loaded: LoadedNetwork) -> WaveformClassifier:
+    """The exported module for a loaded network, in eval mode."""
+    return WaveformClassifier(LogMel(loaded.features), loaded.net).eval()
+
+
+def export_onnx(module: nn.Module, window_samples: int, path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
+    """Export ``module`` (waveform -> probabilities, logits) to ``path`` with a dynamic batch axis."""
+    path = Path(path)
+    example = torch.zeros(2, window_samples)
+    example[:, ::97] = 0.1  # not all zeros: nothing data dependent, but keep the trace honest
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    try:
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            input_names=["waveform"],
+            output_names=["probabilities", "logits"],
+            dynamic_shapes={"waveform": {0: batch}},
+            opset_version=opset,
+            verbose=False,
+        )
+    except Exception as exc:  # the exporter raises many types; the user needs the reason, not a trace
+        raise ArtifactError(f"{path}: ONNX export failed ({type(exc).__name__}: {exc})") from exc
+    if program is None:
+        raise ArtifactError(f"{path}: ONNX export returned no program")
+    program.save(str(path))
+    return path
+
+
+def featurizer_output(model_path: str | Path) -> str | None:
+    """Name of the tensor the featurizer hands to the network (the last node in the ``featurizer`` scope)."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    last = None
+    for node in model.graph.node:
+        scopes = {p.key: p.value for p in node.metadata_props}.get("pkg.torch.onnx.name_scopes", "")
+        if "'featurizer'" in scopes:
+            last = node.output[0]
+    return last
+
+
+def check_model(path: str | Path) -> None:
+    """``onnx.checker.check_model`` with shape inference; :class:`ArtifactError` on failure."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # onnx raises ValidationError and others
+        raise ArtifactError(f"{path}: onnx.checker rejected the model ({exc})") from None
+
+
+def write_metadata(path: str | Path, card: ModelCard) -> None:
+    """Copy the card into the ONNX file's ``metadata_props`` (and name the producer)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in card.metadata_props().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name = "vocalis"
+    model.producer_version = __version__
+    model.doc_string = f"{card.name} {card.version}: waveform [batch, {card.window_samples}] -> probabilities"
+    onnx.save(model, str(path))
+
+
+def ort_session(path: str | Path, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session with all graph optimisations."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_probabilities(session: Any, windows: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Probabilities from an onnxruntime session, in batches."""
+    out = [
+        session.run(["probabilities"], {"waveform": windows[i : i + batch_size]})[0]
+        for i in range(0, len(windows), batch_size)
+    ]
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def torch_probabilities(module: nn.Module, windows: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Probabilities from the PyTorch module, in batches."""
+    out = [
+        module(torch.from_numpy(windows[i : i + batch_size]))[0].numpy()
+        for i in range(0, len(windows), batch_size)
+    ]
+    return np.concatenate(out)
+
+
+def parity_report(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
+    """How far two probability arrays ``[n, classes]`` are apart."""
+    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
+    agree = float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
+    return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()), "top1_agreement": agree}
+
+
+@dataclass
+class RunFacts:
+    """What an export reads from a run directory (every part optional but the checkpoint)."""
+
+    checkpoint: Path
+    run_dir: Path | None
+    name: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    run: dict[str, Any] = field(default_factory=dict)
+
+
+def _test_metrics(raw: dict[str, Any]) -> dict[str, Any]:
+    """The test metrics of a run's metrics.json, whatever nesting the trainer chose."""
+    flat: dict[str, Any] = {}
+    nested = raw.get("test")
+    if isinstance(nested, dict):
+        flat.update(nested)
+    for key, value in raw.items():
+        for prefix in ("test/", "test_", "test."):
+            if key.startswith(prefix):
+                flat[key[len(prefix) :]] = value
+    if not flat:  # a metrics.json without a test section: keep what is there, it is still the run's
+        flat = {k: v for k, v in raw.items() if isinstance(v, int | float | str)}
+    renames = {"acc": "accuracy", "f1_macro": "macro_f1", "macro-f1": "macro_f1", "f1": "macro_f1"}
+    return {
+        renames.get(k, k): v for k, v in flat.items() if not isinstance(v, dict | list) or k == "per_class"
+    }
+
+
+def resolve_run(source: str | Path, checkpoint: str = "best") -> RunFacts:
+    """Find the checkpoint and the run's metrics.json/run.json for a run directory or a checkpoint file."""
+    src = Path(source)
+    if src.is_file():
+        run_dir = src.parent.parent if src.parent.name == "checkpoints" else None
+        ckpt = src
+    elif src.is_dir():
+        run_dir = src
+        if checkpoint not in ("best", "last"):
+            raise ConfigError(f"checkpoint: choose 'best' or 'last', got '{checkpoint}'")
+        ckpt = src / "checkpoints" / f"{checkpoint}.ckpt"
+        if not ckpt.is_file():
+            found = (
+                sorted(p.name for p in (src / "checkpoints").glob("*.ckpt"))
+                if (src / "checkpoints").is_dir()
+                else []
+            )
+            raise ArtifactError(f"{ckpt}: checkpoint not found (checkpoints present: {found or 'none'})")
+    else:
+        raise ArtifactError(f"{src}: no such run directory or checkpoint file")
+    metrics_raw = read_json(run_dir / "metrics.json") if run_dir else {}
+    run = read_json(run_dir / "run.json") if run_dir else {}
+    name = run_dir.name if run_dir else ckpt.stem
+    return RunFacts(ckpt, run_dir, name, _test_metrics(metrics_raw) if metrics_raw else {}, run)
+
+
+def _current_git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out or None
+
+
+def _run_git_commit(run: dict[str, Any]) -> str | None:
+    """The training code's commit as run.json records it (``git_commit`` or ``git: {commit}``)."""
+    git = run.get("git")
+    value = run.get("git_commit") or (git.get("commit") if isinstance(git, dict) else git)
+    return str(value) if value else None
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _cache_dir(facts: RunFacts, loaded: LoadedNetwork) -> Path | None:
+    for candidate in (facts.run.get("cache_dir"), loaded.cache_dir):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+def parity_windows(loaded: LoadedNetwork, cache_dir: Path | None, n: int = PARITY_WINDOWS) -> AudioWindows:
+    """Real windows for the parity check (test, then any split, of the run's cache), else synthetic ones."""
+    w = round(loaded.window_s * loaded.features.sample_rate)
+    real = cache_windows(
+        cache_dir,
+        splits=("test", "val", "train"),
+        classes=loaded.classes,
+        sample_rate=loaded.features.sample_rate,
+        window_samples=w,
+        limit=n,
+    )
+    if len(real):
+        return real
+    log.warning("no audio from a feature cache at hand: parity is checked on synthetic windows")
+    return synthetic_windows(n, w, loaded.features.sample_rate)
+
+
+@dataclass
+class ExportResult:
+    """What an export produced: the artifact directory, its card and the checks' figures."""
+
+    directory: Path
+    card: ModelCard
+    parity: dict[str, Any]
+    quantization: dict[str, Any] | None = None
+
+
+def export_artifact(
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    checkpoint: str = "best",
+    quantize: str | None = None,
+    opset: int = DEFAULT_OPSET,
+    force: bool = False,
+    max_accuracy_drop: float = 0.01,
+    calibration_windows: int = 256,
+    test_windows: int = 2000,
+    quant_format: str = "qdq",
+    prune_amount: float = 0.0,
+    prune_structured: bool = False,
+    finetune_epochs: int = 0,
+    parity_tol: float = PARITY_TOL,
+    name: str | None = None,
+) -> ExportResult:
+    """Export a run (directory or checkpoint file) to ``out_dir`` (``model.onnx`` + ``model.json``).
+
+    Args:
+        source: a run directory (``checkpoints/{best,last}.ckpt``, optional ``metrics.json``/``run.json``)
+            or a checkpoint file.
+        out_dir: the artifact directory; replaced when it exists and every check passed.
+        checkpoint: ``best`` or ``last`` for a run directory.
+        quantize: ``None`` or ``"int8"`` (static quantization, see :mod:`vocalis.export.quantize`).
+        opset: ONNX opset.
+        force: keep an int8 model whose test accuracy dropped more than ``max_accuracy_drop``, or one that
+            could not be checked for lack of test audio.
+        max_accuracy_drop: the int8 gate, as a fraction (0.01 = 1 percentage point).
+        calibration_windows: training windows used to calibrate int8 ranges.
+        test_windows: cap on the test windows of the accuracy gate.
+        quant_format: ``qdq`` or ``qoperator``.
+        prune_amount: fraction of weights to prune (0 = no pruning), see :mod:`vocalis.export.prune`.
+        prune_structured: prune whole output channels (L2) instead of single weights (L1).
+        finetune_epochs: epochs of fine-tuning on the cached training features after pruning.
+        parity_tol: max |Δprob| allowed between onnxruntime (fp32) and PyTorch.
+        name: the model's name in the card (default: the run directory's name).
+
+    Raises:
+        ArtifactError: a check failed (parity, checker, the int8 gate); nothing is written then.
+    """
+    if quantize not in (None, "int8"):
+        raise ConfigError(f"quantize: only 'int8' is supported, got '{quantize}'")
+    if not 0.0 <= prune_amount < 1.0:
+        raise ConfigError(f"prune-amount: must be in [0, 1), got {prune_amount}")
+    facts = resolve_run(source, checkpoint)
+    loaded = load_network(facts.checkpoint)
+    sr = loaded.features.sample_rate
+    window_samples = round(loaded.window_s * sr)
+    cache_dir = _cache_dir(facts, loaded)
+    optimization: dict[str, Any] = {}
+
+    if prune_amount > 0:
+        from vocalis.export.prune import prune_network
+
+        optimization["pruning"] = prune_network(
+            loaded,
+            prune_amount,
+            structured=prune_structured,
+            finetune_epochs=finetune_epochs,
+            cache_dir=cache_dir,
+        )
+
+    module = build_classifier(loaded)
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        fp32_path = staging / "model.fp32.onnx"
+        export_onnx(module, window_samples, fp32_path, opset)
+        check_model(fp32_path)
+        windows = parity_windows(loaded, cache_dir)
+        session = ort_session(fp32_path)
+        reference = torch_probabilities(module, windows.waveforms)
+        parity = parity_report(reference, onnx_probabilities(session, windows.waveforms))
+        parity.update(tolerance=parity_tol, n_windows=len(windows), windows=windows.source)
+        log.info("fp32 parity: %s", parity)
+        if not parity["max_abs_diff"] <= parity_tol:
+            raise ArtifactError(
+                f"{facts.checkpoint}: onnxruntime and PyTorch disagree: max |Δprob| "
+                f"{parity['max_abs_diff']:.3g} > {parity_tol:g} on {len(windows)} {windows.source} windows"
+            )
+        quant_report = None
+        final = staging / MODEL_FILE
+        if quantize == "int8":
+            from vocalis.export.quantize import quantize_artifact
+
+            quant_report = quantize_artifact(
+                fp32_path,
+                final,
+                loaded=loaded,
+                cache_dir=cache_dir,
+                featurizer_tensor=featurizer_output(fp32_path),
+                parity_windows=windows,
+                parity_reference=reference,
+                max_accuracy_drop=max_accuracy_drop,
+                calibration_windows=calibration_windows,
+                test_windows=test_windows,
+                quant_format=quant_format,
+                force=force,
+            )
+            optimization["int8"] = quant_report
+            check_model(final)
+        else:
+            fp32_path.rename(final)
+
+        digest = _file_digest(facts.checkpoint)[:12]
+        card = ModelCard(
+            name=name or facts.name,
+            version=f"{digest}-int8" if quantize else digest,
+            classes=list(loaded.classes),
+            sample_rate=sr,
+            window_s=loaded.window_s,
+            hop_s=loaded.hop_s,
+            features=loaded.features.to_dict(),
+            architecture=loaded.model_name,
+            metrics=facts.metrics,
+            cache_hash=facts.run.get("cache_hash") or loaded.cache_hash,
+            git_commit=_run_git_commit(facts.run) or _current_git_commit(),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            vocalis_version=__version__,
+            quantization=quantize,
+            onnx_opset=opset,
+            input_samples=window_samples,
+            parity=parity,
+            optimization=optimization,
+            source={
+                "run_dir": str(facts.run_dir) if facts.run_dir else None,
+                "checkpoint": str(facts.checkpoint),
+                "cache_dir": str(cache_dir) if cache_dir else None,
+                "model_kwargs": loaded.model_kwargs,
+            },
+        )
+        write_metadata(final, card)
+        check_model(final)
+        card.save(staging)
+        for leftover in staging.glob("*.fp32.onnx"):
+            leftover.unlink()
+        for extra in staging.iterdir():  # external-data or helper files other than the two we ship
+            if extra.name not in (MODEL_FILE, CARD_FILE):
+                extra.unlink() if extra.is_file() else shutil.rmtree(extra)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    log.info("exported %s to %s", facts.checkpoint, out)
+    return ExportResult(out, card, parity, quant_report)

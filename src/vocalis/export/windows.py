@@ -1,0 +1,135 @@
+"""Real audio windows for export-time checks, read back from a run's feature cache.
+
+The exported model takes audio, so parity checks, int8 calibration and the int8 accuracy gate need the
+audio windows the cache's features were computed from: the cache manifest lists, per window, the source
+recording (``path``), its split, its label and ``start_s``. Each recording is decoded once with
+:mod:`vocalis.audio` at the model's rate and cut exactly as :class:`vocalis.windows.WindowSpec` cuts
+(samples from ``start_s``, the last window zero-padded). numpy/pandas only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vocalis import audio
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AudioWindows:
+    """Waveform windows ``[n, samples]`` at the model rate, class indices (-1: unknown) and origin."""
+
+    waveforms: np.ndarray
+    labels: np.ndarray
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.waveforms)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``, or ``{}`` when the file is missing or unreadable (logged)."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _resolve(path_str: str, cache_dir: Path) -> Path:
+    p = Path(path_str)
+    if p.is_absolute() or p.exists():
+        return p
+    for base in (cache_dir, cache_dir.parent, cache_dir.parent.parent):
+        if (base / p).exists():
+            return base / p
+    return p
+
+
+def cache_windows(
+    cache_dir: str | Path | None,
+    *,
+    splits: tuple[str, ...],
+    classes: list[str],
+    sample_rate: int,
+    window_samples: int,
+    limit: int | None = None,
+    seed: int = 0,
+) -> AudioWindows:
+    """Decode the windows of ``splits`` listed in ``cache_dir/manifest.csv`` (at most ``limit``, sampled
+    with ``seed``, stratified by nothing but chance). Returns an empty set when the cache or its audio is
+    not available: callers fall back to synthetic windows and say so."""
+    empty = AudioWindows(np.zeros((0, window_samples), np.float32), np.zeros(0, np.int64), "none")
+    if cache_dir is None:
+        return empty
+    cdir = Path(cache_dir)
+    manifest_path = cdir / "manifest.csv"
+    if not manifest_path.is_file():
+        log.info("no feature cache manifest at %s", manifest_path)
+        return empty
+    try:
+        manifest = pd.read_csv(manifest_path)
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read %s: %s", manifest_path, exc)
+        return empty
+    need = {"path", "split", "label", "start_s"}
+    if not need <= set(manifest.columns):
+        log.warning("%s lacks columns %s", manifest_path, sorted(need - set(manifest.columns)))
+        return empty
+    rows = manifest[manifest["split"].astype(str).isin(splits)]
+    if limit is not None and len(rows) > limit:
+        rows = rows.sample(n=limit, random_state=seed)
+    index = {c: i for i, c in enumerate(classes)}
+    waves: list[np.ndarray] = []
+    labels: list[int] = []
+    for path_str, group in rows.groupby("path", sort=True):
+        path = _resolve(str(path_str), cdir)
+        try:
+            wave = audio.load(path, sample_rate)
+        except audio.AudioDecodeError as exc:
+            log.warning("skipping windows of %s: %s", path, exc)
+            continue
+        for start_s, label in zip(group["start_s"], group["label"], strict=True):
+            s = round(float(start_s) * sample_rate)
+            win = np.zeros(window_samples, np.float32)
+            piece = wave[s : s + window_samples]
+            win[: len(piece)] = piece
+            waves.append(win)
+            labels.append(index.get(str(label), -1))
+    if not waves:
+        return empty
+    return AudioWindows(np.stack(waves), np.asarray(labels, np.int64), f"{cdir.name}:{'+'.join(splits)}")
+
+
+def synthetic_windows(n: int, window_samples: int, sample_rate: int, seed: int = 0) -> AudioWindows:
+    """Windows of tones, chirps, noise, silence and a near-clipping signal: a parity set when no real audio
+    is at hand (every class label is -1)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(window_samples, dtype=np.float64) / sample_rate
+    out = []
+    for i in range(n):
+        kind = i % 5
+        if kind == 0:
+            x = np.sin(2 * np.pi * rng.uniform(100, 8000) * t)
+        elif kind == 1:
+            f0, f1 = rng.uniform(200, 2000), rng.uniform(2000, 12000)
+            x = np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * t[-1] + 1e-9)))
+        elif kind == 2:
+            x = rng.standard_normal(window_samples) * rng.uniform(1e-3, 0.5)
+        elif kind == 3:
+            x = np.zeros(window_samples)
+        else:
+            x = np.clip(rng.standard_normal(window_samples) * 2.0, -1, 1)
+        out.append((x * rng.uniform(0.05, 1.0)).astype(np.float32))
+    return AudioWindows(np.stack(out), np.full(n, -1, np.int64), "synthetic")

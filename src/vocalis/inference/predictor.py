@@ -1,0 +1,387 @@
+"""The torch-free predictor: an exported artifact + onnxruntime -> per-window and per-file predictions.
+
+Imports onnxruntime, numpy, soundfile and soxr (through :mod:`vocalis.audio`) and never torch, so the
+command line's ``predict`` and the service start fast and run where torch is not installed.
+
+Windows. The ONNX input has a fixed length (the trained window, ``card.window_s``), so a window override
+must equal the card's window: a model trained on 3 s windows is never shown 5 s ones. The hop is free.
+Windows start every hop from 0; the last, partial window is zero-padded (as :class:`vocalis.windows
+.WindowSpec` cuts them everywhere else in the project) and its ``end_s`` is the end of the audio.
+
+Long files. :meth:`Predictor.predict_stream` reads blocks with :func:`vocalis.audio.stream` and keeps the
+samples of the windows that straddle a block boundary, so its windows are the same samples as the
+whole-file path's while memory stays bounded by one block plus one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from vocalis import audio
+from vocalis.errors import ArtifactError, ConfigError
+from vocalis.export.card import MODEL_FILE, ModelCard
+from vocalis.windows import WindowSpec
+
+log = logging.getLogger(__name__)
+
+#: two window lengths closer than this (seconds) are the same window
+_WINDOW_TOLERANCE_S = 1e-6
+
+Source = str | Path | bytes | np.ndarray
+
+
+@dataclass
+class WindowPrediction:
+    """One analysis window: its place in the recording, its top labels and every class probability."""
+
+    start_s: float
+    end_s: float
+    top: list[tuple[str, float]]
+    probs: np.ndarray
+
+    def to_dict(self, classes: list[str] | None = None) -> dict[str, Any]:
+        """JSON-ready dict; with ``classes`` it includes every class probability by name."""
+        out: dict[str, Any] = {
+            "start_s": round(self.start_s, 6),
+            "end_s": round(self.end_s, 6),
+            "top": [
+                {"label": label, "confidence": round(float(p), 6), "rank": i + 1}
+                for i, (label, p) in enumerate(self.top)
+            ],
+        }
+        if classes is not None:
+            out["probs"] = {c: round(float(p), 6) for c, p in zip(classes, self.probs, strict=True)}
+        return out
+
+
+@dataclass
+class FileSummary:
+    """A recording in one line: the label with the highest window probability, and per-class statistics.
+
+    ``top_label`` is the class whose maximum over windows is highest (a detection view: one confident
+    window is enough), ``top_confidence`` that maximum.
+    """
+
+    top_label: str
+    top_confidence: float
+    max_probs: dict[str, float]
+    mean_probs: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "top_label": self.top_label,
+            "top_confidence": round(self.top_confidence, 6),
+            "max_probs": {k: round(v, 6) for k, v in self.max_probs.items()},
+            "mean_probs": {k: round(v, 6) for k, v in self.mean_probs.items()},
+        }
+
+
+@dataclass
+class FilePrediction:
+    """Predictions for one recording. ``sample_rate`` and ``channels`` are the original file's."""
+
+    file: str
+    duration_s: float
+    sample_rate: int
+    channels: int
+    windows: list[WindowPrediction]
+    summary: FileSummary
+    window_s: float = 0.0
+    hop_s: float = 0.0
+    classes: list[str] = field(default_factory=list)
+
+    def probabilities(self) -> np.ndarray:
+        """All window probabilities as ``[n_windows, n_classes]``."""
+        return np.stack([w.probs for w in self.windows]) if self.windows else np.zeros((0, 0))
+
+    def to_dict(self, *, include_probs: bool = False) -> dict[str, Any]:
+        """JSON-ready dict (per-window class probabilities only with ``include_probs``)."""
+        return {
+            "file": self.file,
+            "duration_s": round(self.duration_s, 6),
+            "sample_rate": self.sample_rate,
+            "channels": self.channels,
+            "window_s": self.window_s,
+            "hop_s": self.hop_s,
+            "summary": self.summary.to_dict(),
+            "windows": [w.to_dict(self.classes if include_probs else None) for w in self.windows],
+        }
+
+
+def default_threads() -> int:
+    """The CPUs this process may run on (cgroup/affinity aware where the OS says so)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Predictor:
+    """Runs an exported model (``model.onnx`` + ``model.json``) on recordings."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        card: ModelCard,
+        directory: Path | None = None,
+        *,
+        batch_size: int = 32,
+    ) -> None:
+        self.session = session
+        self.card = card
+        self.directory = directory
+        self.batch_size = max(1, int(batch_size))
+        self._input = session.get_inputs()[0].name
+        outputs = [o.name for o in session.get_outputs()]
+        self._output = "probabilities" if "probabilities" in outputs else outputs[0]
+
+    # -- loading ------------------------------------------------------------------------------------
+    @classmethod
+    def from_dir(cls, path: str | Path, threads: int | None = None, *, batch_size: int = 32) -> Predictor:
+        """Load an artifact directory; :class:`ArtifactError` names what is missing or corrupt."""
+        directory = Path(path)
+        if not directory.is_dir():
+            raise ArtifactError(f"{directory}: model artifact directory not found")
+        card = ModelCard.load(directory)
+        model_path = directory / MODEL_FILE
+        if not model_path.is_file():
+            raise ArtifactError(f"{model_path}: ONNX model not found")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or default_threads()
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
+        try:
+            session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
+            raise ArtifactError(f"{model_path}: not a loadable ONNX model ({exc})") from None
+        inputs = session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 2:
+            raise ArtifactError(f"{model_path}: expected one input [batch, samples], got {inputs}")
+        samples = inputs[0].shape[1]
+        if isinstance(samples, int) and samples != card.window_samples:
+            raise ArtifactError(
+                f"{model_path}: the model takes {samples} samples per window but the card says "
+                f"{card.window_samples} ({card.window_s} s at {card.sample_rate} Hz)"
+            )
+        n_out = session.get_outputs()[0].shape[-1]
+        if isinstance(n_out, int) and n_out != len(card.classes):
+            raise ArtifactError(
+                f"{model_path}: the model has {n_out} outputs but the card lists {len(card.classes)} classes"
+            )
+        log.info("loaded %s (%s, %d threads)", directory, card.version, opts.intra_op_num_threads)
+        return cls(session, card, directory, batch_size=batch_size)
+
+    # -- facts --------------------------------------------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        """Class names, in output order."""
+        return list(self.card.classes)
+
+    @property
+    def sample_rate(self) -> int:
+        """The model's sample rate (inputs are resampled to it)."""
+        return int(self.card.sample_rate)
+
+    @property
+    def version(self) -> str:
+        """The artifact's version string."""
+        return str(self.card.version)
+
+    def window_spec(self, window_s: float | None = None, hop_s: float | None = None) -> WindowSpec:
+        """Windows to cut: the card's window (an override must equal it) and the card's or a given hop."""
+        if window_s is not None and abs(window_s - self.card.window_s) > _WINDOW_TOLERANCE_S:
+            raise ConfigError(
+                f"window: this model was trained on {self.card.window_s:g} s windows and its ONNX input "
+                f"has a fixed length, so the window cannot be {window_s:g} s (change the hop instead)"
+            )
+        hop = self.card.hop_s if hop_s is None else float(hop_s)
+        if not hop > 0:
+            raise ConfigError(f"hop: must be positive, got {hop_s}")
+        return WindowSpec(self.card.window_s, hop, self.sample_rate)
+
+    # -- running the model --------------------------------------------------------------------------
+    def predict_windows(self, windows: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Class probabilities ``[n, n_classes]`` for waveform windows ``[n, window_samples]``."""
+        x = np.ascontiguousarray(windows, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.card.window_samples:
+            raise ValueError(f"windows must be [n, {self.card.window_samples}], got {list(x.shape)}")
+        bs = batch_size or self.batch_size
+        out = [
+            self.session.run([self._output], {self._input: x[i : i + bs]})[0] for i in range(0, len(x), bs)
+        ]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, len(self.classes)), np.float32)
+
+    def _results(
+        self,
+        probs: np.ndarray,
+        starts: np.ndarray,
+        n_samples: int,
+        spec: WindowSpec,
+        top_k: int,
+        min_conf: float,
+    ) -> list[WindowPrediction]:
+        classes = self.classes
+        k = max(1, min(int(top_k), len(classes)))
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        sr, w = spec.sample_rate, spec.window_samples
+        out = []
+        for p, idx, s in zip(probs, order, starts.tolist(), strict=True):
+            top = [(classes[j], float(p[j])) for j in idx if p[j] >= min_conf]
+            out.append(WindowPrediction(s / sr, min(s + w, max(n_samples, 1)) / sr, top, p))
+        return out
+
+    def _summarise(self, windows: list[WindowPrediction]) -> FileSummary:
+        probs = np.stack([w.probs for w in windows])
+        mx, mean = probs.max(axis=0), probs.mean(axis=0)
+        best = int(np.argmax(mx))
+        classes = self.classes
+        return FileSummary(
+            top_label=classes[best],
+            top_confidence=float(mx[best]),
+            max_probs={c: float(v) for c, v in zip(classes, mx, strict=True)},
+            mean_probs={c: float(v) for c, v in zip(classes, mean, strict=True)},
+        )
+
+    def _file_prediction(
+        self,
+        name: str,
+        duration: float,
+        sr: int,
+        channels: int,
+        windows: list[WindowPrediction],
+        spec: WindowSpec,
+    ) -> FilePrediction:
+        return FilePrediction(
+            file=name,
+            duration_s=duration,
+            sample_rate=sr,
+            channels=channels,
+            windows=windows,
+            summary=self._summarise(windows),
+            window_s=spec.window_s,
+            hop_s=spec.hop_s,
+            classes=self.classes,
+        )
+
+    # -- public entry points ------------------------------------------------------------------------
+    def predict(
+        self,
+        source: Source,
+        *,
+        window_s: float | None = None,
+        hop_s: float | None = None,
+        top_k: int = 3,
+        min_conf: float = 0.0,
+        name: str | None = None,
+        batch_size: int | None = None,
+    ) -> FilePrediction:
+        """Predict one recording held in memory.
+
+        Args:
+            source: a path, encoded bytes (any format :mod:`vocalis.audio` decodes), or a mono float32
+                waveform at :attr:`sample_rate`.
+            window_s: must equal the card's window when given (see the module notes).
+            hop_s: seconds between window starts (default: the card's hop).
+            top_k: labels kept per window.
+            min_conf: labels below this probability are left out of ``top`` (``probs`` keeps them all).
+            name: how to call the recording in results and errors.
+            batch_size: windows per onnxruntime call (default: the predictor's).
+        """
+        spec = self.window_spec(window_s, hop_s)
+        if isinstance(source, np.ndarray):
+            label = name or "<waveform>"
+            wave = audio.to_mono(np.asarray(source, dtype=np.float32))
+            if wave.size == 0 or not np.isfinite(wave).all():
+                raise audio.AudioDecodeError(label, "waveform is empty or has NaN/infinite samples")
+            sr, channels, duration = self.sample_rate, 1, len(wave) / self.sample_rate
+        else:
+            label = name or (str(source) if isinstance(source, str | Path) else "<bytes>")
+            raw, sr = audio.decode(source, name=label)
+            channels, duration = raw.shape[1], raw.shape[0] / sr
+            wave = audio.resample(audio.to_mono(raw), sr, self.sample_rate)
+            del raw  # the decoded multichannel copy is not needed any more
+        probs = self.predict_windows(spec.cut(wave), batch_size)
+        windows = self._results(probs, spec.starts(len(wave)), len(wave), spec, top_k, min_conf)
+        return self._file_prediction(label, duration, sr, channels, windows, spec)
+
+    def predict_stream(
+        self,
+        path: str | Path,
+        *,
+        window_s: float | None = None,
+        hop_s: float | None = None,
+        top_k: int = 3,
+        min_conf: float = 0.0,
+        name: str | None = None,
+        batch_size: int | None = None,
+        block_s: float = 60.0,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> FilePrediction:
+        """Predict a recording of any length in bounded memory (blocks of ``block_s`` seconds).
+
+        Gives the same windows as :meth:`predict` (to resampler precision when the file's rate differs
+        from the model's). ``on_progress(seconds)`` is called with the audio seconds done after each block.
+        """
+        spec = self.window_spec(window_s, hop_s)
+        label = name or str(path)
+        hdr = audio.info(path, name=label)
+        windows: list[WindowPrediction] = []
+        total = 0
+        for chunk_starts, chunk, total in self._stream_windows(path, spec, label, block_s, batch_size):
+            probs = self.predict_windows(chunk, batch_size)
+            # the final window's end needs the final length; every other window is whole
+            windows.extend(self._results(probs, chunk_starts, 1 << 62, spec, top_k, min_conf))
+            if on_progress is not None:
+                on_progress(total / self.sample_rate)
+        if windows:  # clip the last window's end to the end of the audio, as WindowSpec does
+            windows[-1].end_s = min(windows[-1].end_s, max(total, 1) / self.sample_rate)
+        return self._file_prediction(label, hdr.duration, hdr.sample_rate, hdr.channels, windows, spec)
+
+    def _stream_windows(
+        self, path: str | Path, spec: WindowSpec, label: str, block_s: float, batch_size: int | None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        """Yield ``(starts, windows, samples_seen)`` batches cut from streamed blocks."""
+        w, h = spec.window_samples, spec.hop_samples
+        bs = batch_size or self.batch_size
+        buf = np.zeros(0, dtype=np.float32)
+        buf_start = 0  # absolute sample index of buf[0]
+        next_start = 0
+        total = 0
+        emitted = 0
+        pending: list[np.ndarray] = []
+        pending_starts: list[int] = []
+        for block in audio.stream(path, self.sample_rate, block_seconds=block_s, name=label):
+            buf = np.concatenate([buf, block]) if len(buf) else block
+            total += len(block)
+            while next_start + w <= total:
+                off = next_start - buf_start
+                pending.append(buf[off : off + w])
+                pending_starts.append(next_start)
+                next_start += h
+                if len(pending) >= bs:
+                    emitted += len(pending)
+                    yield np.array(pending_starts), np.stack(pending), total
+                    pending, pending_starts = [], []
+            drop = min(next_start - buf_start, len(buf))
+            buf, buf_start = buf[drop:].copy(), buf_start + drop
+        # the tail: windows that run past the end, zero-padded (WindowSpec.count decides how many)
+        for k in range(emitted + len(pending), spec.count(total)):
+            s = k * h
+            win = np.zeros(w, dtype=np.float32)
+            piece = buf[max(0, s - buf_start) : max(0, s - buf_start) + w]
+            win[: len(piece)] = piece
+            pending.append(win)
+            pending_starts.append(s)
+        if pending:
+            yield np.array(pending_starts), np.stack(pending), total
