@@ -116,7 +116,9 @@ def _open(data: bytes, name: str) -> sf.SoundFile:
     mp3 = _unwrap_mp3_in_wav(data)
     try:
         if mp3 is not None:
-            return sf.SoundFile(io.BytesIO(mp3), format="MP3")
+            # no format= here: for reading, soundfile accepts it only for RAW files and raises
+            # TypeError otherwise; libsndfile recognises the MPEG stream from its frame headers
+            return sf.SoundFile(io.BytesIO(mp3))
         return sf.SoundFile(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         reason = str(exc).split(": ", 1)[-1] if str(exc) else type(exc).__name__

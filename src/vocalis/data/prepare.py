@@ -124,10 +124,29 @@ def window_starts(spec: WindowSpec, num_samples: int) -> np.ndarray:
     return starts
 
 
+def code_digest() -> str:
+    """Digest of the source code that turns bytes into features (decoder, windows, featurizer, pipeline).
+
+    Part of the cache key: a fixed decoder bug or a changed featurizer must rebuild caches made with the
+    old code, even though no input file and no parameter changed.
+    """
+    import vocalis.audio
+    import vocalis.features
+    import vocalis.mel
+    import vocalis.windows
+
+    h = hashlib.blake2b(digest_size=16)
+    for mod in (vocalis.audio, vocalis.mel, vocalis.features, vocalis.windows):
+        h.update(Path(str(mod.__file__)).read_bytes())
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()
+
+
 def cache_key(settings: PrepareSettings, source: Source, clips: Sequence[Clip]) -> str:
     """sha256 of everything the cache's contents depend on."""
     key = {
         "format": CACHE_FORMAT,
+        "code": code_digest(),
         "features": settings.features,
         "window_s": settings.window_s,
         "hop_s": settings.hop_s,
