@@ -115,6 +115,27 @@ def quantize_model(
     if featurizer_tensor is None:
         log.warning("featurizer output not found in the graph: its nodes may be quantized")
     report: dict[str, Any] = {"excluded_nodes": len(exclude)}
+    # onnxruntime's quantizer logs harmless per-tensor remarks on the root logger; keep them out of the CLI
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        _quantize(work, out_path, exclude, calibration, fmt, report, quant_format)
+    finally:
+        root.setLevel(level)
+    work.unlink(missing_ok=True)
+    return report
+
+
+def _quantize(
+    work: Path,
+    out_path: Path,
+    exclude: list[str],
+    calibration: AudioWindows | None,
+    fmt: QuantFormat,
+    report: dict[str, Any],
+    quant_format: str,
+) -> None:
     if calibration is not None and len(calibration):
         quantize_static(
             str(work),
@@ -140,8 +161,6 @@ def quantize_model(
             str(work), str(out_path), weight_type=QuantType.QInt8, nodes_to_exclude=exclude, per_channel=True
         )
         report.update(method="dynamic", format="qoperator", calibration_windows=0)
-    work.unlink(missing_ok=True)
-    return report
 
 
 def quantize_artifact(

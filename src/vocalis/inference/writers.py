@@ -1,0 +1,179 @@
+"""Writing predictions: CSV, JSON and Raven Pro selection tables, plus the errors file; finding inputs.
+
+Formats (one row per window and label kept by ``top_k``/``min_conf``):
+
+- CSV: ``file,start_s,end_s,label,confidence,rank``;
+- JSON: ``{"model": {...}, "files": [FilePrediction.to_dict(), ...]}``;
+- Raven: ONE combined tab-separated selection table for all inputs, columns ``Selection, View, Channel,
+  Begin Time (s), End Time (s), Low Freq (Hz), High Freq (Hz), Species, Confidence, Begin File``; times are
+  relative to the start of the recording named in ``Begin File`` (its file name), the frequency band is the
+  featurizer's ``f_min``-``f_max``. Selections are numbered across the whole table.
+
+numpy-free and torch-free: only the standard library.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+from vocalis.inference.predictor import FilePrediction
+
+FORMATS = ("csv", "json", "raven")
+CSV_COLUMNS = ["file", "start_s", "end_s", "label", "confidence", "rank"]
+RAVEN_COLUMNS = [
+    "Selection",
+    "View",
+    "Channel",
+    "Begin Time (s)",
+    "End Time (s)",
+    "Low Freq (Hz)",
+    "High Freq (Hz)",
+    "Species",
+    "Confidence",
+    "Begin File",
+]
+#: what a folder is searched for; files named explicitly are always tried, whatever their extension
+AUDIO_EXTENSIONS = frozenset(
+    [
+        ".wav",
+        ".wave",
+        ".flac",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".mp3",
+        ".aif",
+        ".aiff",
+        ".aifc",
+        ".au",
+        ".snd",
+        ".caf",
+        ".w64",
+        ".rf64",
+        ".sd2",
+        ".mat",
+        ".voc",
+    ]
+)
+
+
+def find_inputs(
+    paths: Iterable[str | Path], recursive: bool = False
+) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Expand files and folders into audio files; return ``(files, errors)``.
+
+    A folder contributes its audio files (by extension; all levels with ``recursive``); other files in it
+    are reported as unsupported. Hidden files and folders are ignored. Missing paths are errors.
+    """
+    files: list[Path] = []
+    errors: list[tuple[str, str]] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir():
+            found = path.rglob("*") if recursive else path.iterdir()
+            for p in sorted(found):
+                rel = p.relative_to(path).parts
+                if any(part.startswith(".") for part in rel) or not p.is_file():
+                    continue
+                if p.suffix.lower() in AUDIO_EXTENSIONS:
+                    files.append(p)
+                else:
+                    errors.append((str(p), f"unsupported file type '{p.suffix or '(none)'}'"))
+        else:
+            errors.append((str(path), "no such file or folder"))
+    seen: set[Path] = set()
+    unique = []
+    for f in files:  # a file named twice (or through two folders) is predicted once
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique, errors
+
+
+class PredictionWriter:
+    """Writes :class:`FilePrediction` results to an open text stream in one of :data:`FORMATS`."""
+
+    def __init__(
+        self,
+        fmt: str,
+        stream: TextIO,
+        *,
+        low_freq: float = 0.0,
+        high_freq: float = 0.0,
+        model: dict[str, Any] | None = None,
+        include_probs: bool = False,
+    ) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got '{fmt}'")
+        self.fmt = fmt
+        self.stream = stream
+        self.low_freq, self.high_freq = low_freq, high_freq
+        self.model = model or {}
+        self.include_probs = include_probs
+        self.rows = 0
+        self._json: list[dict[str, Any]] = []
+        self._csv: Any = None
+        if fmt == "csv":
+            self._csv = csv.writer(stream, lineterminator="\n")
+            self._csv.writerow(CSV_COLUMNS)
+        elif fmt == "raven":
+            self._csv = csv.writer(stream, delimiter="\t", lineterminator="\n")
+            self._csv.writerow(RAVEN_COLUMNS)
+
+    def write(self, fp: FilePrediction) -> None:
+        """Add one file's predictions (CSV and Raven rows are written at once; JSON at :meth:`close`)."""
+        if self.fmt == "json":
+            self._json.append(fp.to_dict(include_probs=self.include_probs))
+            self.rows += sum(len(w.top) for w in fp.windows)
+            return
+        begin_file = Path(fp.file).name
+        for w in fp.windows:
+            for rank, (label, conf) in enumerate(w.top, start=1):
+                self.rows += 1
+                if self.fmt == "csv":
+                    self._csv.writerow(
+                        [fp.file, f"{w.start_s:.4f}", f"{w.end_s:.4f}", label, f"{conf:.6f}", rank]
+                    )
+                else:
+                    self._csv.writerow(
+                        [
+                            self.rows,
+                            "Spectrogram 1",
+                            1,
+                            f"{w.start_s:.4f}",
+                            f"{w.end_s:.4f}",
+                            f"{self.low_freq:.1f}",
+                            f"{self.high_freq:.1f}",
+                            label,
+                            f"{conf:.6f}",
+                            begin_file,
+                        ]
+                    )
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Finish the output (writes the JSON document)."""
+        if self.fmt == "json":
+            json.dump({"model": self.model, "files": self._json}, self.stream, indent=1)
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def errors_path(out: Path) -> Path:
+    """Where the errors of an output file go: ``OUT.errors.csv`` next to it."""
+    return out.with_name(out.name + ".errors.csv")
+
+
+def write_errors(path: Path, errors: list[tuple[str, str]]) -> None:
+    """Write ``file,reason`` rows (header only when there were none)."""
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["file", "reason"])
+        writer.writerows(errors)
