@@ -75,6 +75,7 @@ def serve(
         f"serving [bold]{settings.model_dir}[/] on http://{host}:{port} "
         f"({workers} worker{'s' if workers > 1 else ''}); web page at /, API docs at /docs",
         highlight=False,
+        soft_wrap=True,
     )
     uvicorn.run(
         "vocalis.serving.app:app_from_env",

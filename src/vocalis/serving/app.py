@@ -596,6 +596,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 new = await anyio.to_thread.run_sync(load_predictor, settings)
             except (VocalisError, OSError, ValueError) as exc:
                 metrics.model_loads.labels("failed").inc()
+                log.warning("reload failed, keeping model %s: %s", getattr(old, "version", None), exc)
                 raise ApiError(
                     409, "reload_failed", f"kept model {old.version if old else None}: {exc}"
                 ) from None
