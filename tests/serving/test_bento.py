@@ -1,0 +1,127 @@
+"""The BentoML service: `bentoml serve` as a subprocess on a free port, real files posted to it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from serving_support import free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bento_url(artifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> object:
+    pytest.importorskip("bentoml", reason="bentoml is not installed (the 'bento' extra)")
+    bentoml_cli = shutil.which("bentoml", path=str(Path(sys.executable).parent)) or shutil.which("bentoml")
+    if bentoml_cli is None:
+        pytest.skip("the bentoml command is not on PATH")
+    home = tmp_path_factory.mktemp("bento")
+    port = free_port()
+    env = {
+        **os.environ,
+        "VOCALIS_MODEL_DIR": str(artifact_dir),
+        "VOCALIS_THREADS": "1",
+        "BENTOML_HOME": str(home / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+    }
+    log = (home / "bento.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            bentoml_cli,
+            "serve",
+            "vocalis.serving.bento_service:VocalisBento",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=home,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.skip(
+                    f"bentoml serve exited ({proc.returncode}): {(home / 'bento.log').read_text()[-800:]}"
+                )
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.skip(
+                    f"bentoml serve did not get ready in 90 s: {(home / 'bento.log').read_text()[-800:]}"
+                )
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_bento_predict_gives_the_predictors_species(
+    bento_url: str, artifact_dir: Path, wav_bytes: bytes
+) -> None:
+    from vocalis.inference import Predictor
+
+    expected = Predictor.from_dir(artifact_dir, threads=1).predict(wav_bytes)
+    r = httpx.post(
+        f"{bento_url}/predict", files={"audio_file": ("call.wav", wav_bytes, "audio/wav")}, timeout=60
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["summary"]["top_label"] == expected.summary.top_label
+    assert body["summary"]["top_confidence"] == pytest.approx(expected.summary.top_confidence, abs=1e-5)
+    assert len(body["windows"]) == len(expected.windows) and body["model_version"] == "test-1"
+    # undecodable input is a client error, not a server error
+    bad = httpx.post(
+        f"{bento_url}/predict", files={"audio_file": ("x.wav", b"not audio", "audio/wav")}, timeout=60
+    )
+    assert 400 <= bad.status_code < 500, bad.text
+
+
+def test_bento_classify_batches_concurrent_requests(
+    bento_url: str, artifact_dir: Path, wav_bytes: bytes
+) -> None:
+    from vocalis.inference import Predictor
+
+    expected = Predictor.from_dir(artifact_dir, threads=1).predict(wav_bytes).summary.top_label
+
+    def one(_: int) -> httpx.Response:
+        return httpx.post(
+            f"{bento_url}/classify", files=[("audio_files", ("a.wav", wav_bytes, "audio/wav"))], timeout=60
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(one, range(16)))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+    for r in responses:
+        (item,) = r.json()
+        assert item["label"] == expected and item["windows"] == 3
+    mixed = httpx.post(
+        f"{bento_url}/classify",
+        files=[
+            ("audio_files", ("a.wav", wav_bytes, "audio/wav")),
+            ("audio_files", ("b.wav", b"junk", "audio/wav")),
+        ],
+        timeout=60,
+    )
+    assert mixed.status_code == 200
+    good, bad = mixed.json()
+    assert good["label"] == expected and "error" in bad
