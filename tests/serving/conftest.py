@@ -12,19 +12,31 @@ import soundfile as sf
 # pytest runs in importlib mode: make the helper module next to this file importable by the tests
 sys.path.insert(0, str(Path(__file__).parent))
 
-from serving_support import SR, build_artifact, tone
+from serving_support import SR, build_artifact, card_version, tone
 
 
 @pytest.fixture(scope="session")
 def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real artifact, built once per session."""
-    return build_artifact(tmp_path_factory.mktemp("artifact") / "model", seed=0, version="test-1")
+    return build_artifact(tmp_path_factory.mktemp("artifact") / "model", seed=0)
 
 
 @pytest.fixture(scope="session")
 def artifact_dir_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second artifact (other weights, other version) for reload tests."""
-    return build_artifact(tmp_path_factory.mktemp("artifact2") / "model", seed=1, version="test-2")
+    return build_artifact(tmp_path_factory.mktemp("artifact2") / "model", seed=1)
+
+
+@pytest.fixture(scope="session")
+def v1(artifact_dir: Path) -> str:
+    """The version of ``artifact_dir``'s model card."""
+    return card_version(artifact_dir)
+
+
+@pytest.fixture(scope="session")
+def v2(artifact_dir_v2: Path) -> str:
+    """The version of ``artifact_dir_v2``'s model card."""
+    return card_version(artifact_dir_v2)
 
 
 @pytest.fixture(scope="session")

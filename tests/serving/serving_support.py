@@ -19,58 +19,45 @@ REPO = Path(__file__).resolve().parents[2]
 VOCALIS = [sys.executable, "-c", "import sys; from vocalis.cli import main; sys.argv[0] = 'vocalis'; main()"]
 
 
-def build_artifact(out: Path, *, seed: int = 0, version: str = "test-1") -> Path:
-    """Export a small untrained network with the project's featurizer to ``out`` (model.onnx + model.json).
+def build_artifact(out: Path, *, seed: int = 0) -> Path:
+    """Export a small untrained network to ``out`` with the project's exporter (model.onnx + model.json).
 
-    Uses the same recipe as the exporter (waveform -> LogMel -> CompactCNN -> softmax in one ONNX graph),
-    with a 1 s window at 16 kHz to keep the tests fast.
+    A Lightning-style checkpoint (``net.`` parameters + the hyper-parameters ``load_network`` reads) of the
+    compact CNN, with a 1 s window at 16 kHz to keep the tests fast, goes through
+    :func:`vocalis.export.onnx.export_artifact`: the same path, checks and card as ``vocalis export``.
     """
     import torch
-    from torch import nn
 
-    from vocalis.features import FeatureParams, LogMel
+    from vocalis.export.onnx import export_artifact
+    from vocalis.features import FeatureParams
     from vocalis.models.compact import CompactCNN
 
     params = FeatureParams(sample_rate=SR, n_fft=512, hop_length=160, n_mels=32, f_min=50.0, f_max=7000.0)
+    n_frames = params.n_frames(SR)
     torch.manual_seed(seed)
-    net = CompactCNN(n_classes=len(CLASSES), n_mels=32, n_frames=params.n_frames(SR), width=4).eval()
-
-    class Full(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.featurizer = LogMel(params)
-            self.net = net
-
-        def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            logits = self.net(self.featurizer(waveform))
-            return torch.softmax(logits, dim=-1), logits
-
-    out.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        Full().eval(),
-        (torch.randn(2, SR),),
-        str(out / "model.onnx"),
-        input_names=["waveform"],
-        output_names=["probabilities", "logits"],
-        dynamic_axes={"waveform": {0: "batch"}, "probabilities": {0: "batch"}, "logits": {0: "batch"}},
-        dynamo=False,
-        opset_version=17,
-    )
-    card = {
-        "name": "serving-test",
-        "version": version,
+    net = CompactCNN(n_classes=len(CLASSES), n_mels=32, n_frames=n_frames, width=4).eval()
+    run = out.parent / f"run-{seed}"
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    hparams = {
+        "model_name": "compact",
+        "model_kwargs": {"width": 4},
         "classes": CLASSES,
-        "sample_rate": SR,
+        "features": params.to_dict(),
         "window_s": 1.0,
         "hop_s": 1.0,
-        "features": params.to_dict(),
-        "architecture": "compact",
-        "metrics": {"accuracy": 0.5, "macro_f1": 0.4},
-        "quantization": None,
-        "onnx_opset": 17,
+        "n_mels": 32,
+        "n_frames": n_frames,
     }
-    (out / "model.json").write_text(json.dumps(card, indent=2))
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"hyper_parameters": hparams, "state_dict": state}, run / "checkpoints" / "best.ckpt")
+    (run / "metrics.json").write_text(json.dumps({"test/acc": 0.5, "test/f1_macro": 0.4}))
+    export_artifact(run, out, name="serving-test")
     return out
+
+
+def card_version(artifact: Path) -> str:
+    """The version string in an artifact's model card."""
+    return str(json.loads((artifact / "model.json").read_text())["version"])
 
 
 def tone(seconds: float = 2.5, sr: int = SR, freq: float = 1000.0, channels: int = 1) -> np.ndarray:

@@ -48,7 +48,9 @@ def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
 # ------------------------------------------------------------------------------------------ endpoints
 
 
-def test_predict_returns_windows_summary_version_and_request_id(client: TestClient, wav_bytes: bytes) -> None:
+def test_predict_returns_windows_summary_version_and_request_id(
+    v1: str, client: TestClient, wav_bytes: bytes
+) -> None:
     r = post(client, wav_bytes, "call.wav", top_k=2, site="reef-1", device="hydrophone-7")
     assert r.status_code == 200, r.text
     body = r.json()
@@ -60,7 +62,7 @@ def test_predict_returns_windows_summary_version_and_request_id(client: TestClie
     assert body["summary"]["top_label"] in CLASSES
     assert sum(body["summary"]["mean_probs"].values()) == pytest.approx(1.0, abs=1e-4)
     assert (body["duration_s"], body["sample_rate"], body["channels"]) == (2.5, SR, 1)
-    assert body["model_version"] == "test-1" and body["file"] == "call.wav"
+    assert body["model_version"] == v1 and body["file"] == "call.wav"
     assert body["request_id"] == r.headers["x-request-id"] and body["processing_ms"] > 0
 
 
@@ -105,11 +107,11 @@ def test_batch_gives_each_file_its_result_or_error(client: TestClient, wav_bytes
     assert results[3]["result"]["duration_s"] == pytest.approx(1.2)
 
 
-def test_model_card_health_ready_docs(client: TestClient) -> None:
+def test_model_card_health_ready_docs(v1: str, client: TestClient) -> None:
     card = client.get("/v1/model").json()
-    assert card["classes"] == CLASSES and card["version"] == "test-1" and card["window_s"] == 1.0
+    assert card["classes"] == CLASSES and card["version"] == v1 and card["window_s"] == 1.0
     assert client.get("/health").json()["status"] == "alive"
-    assert client.get("/ready").json() == {"status": "ready", "model_version": "test-1"}
+    assert client.get("/ready").json() == {"status": "ready", "model_version": v1}
     schema = client.get("/openapi.json").json()
     assert {"/v1/predict", "/v1/predict/batch", "/v1/model", "/health", "/ready"} <= set(schema["paths"])
     assert client.get("/docs").status_code == 200
@@ -281,7 +283,7 @@ def test_audio_longer_than_the_limit_is_413(artifact_dir: Path, tmp_path: Path) 
 
 
 def test_every_prediction_is_logged_with_drift_features(
-    client: TestClient, app_settings: Settings, wav_bytes: bytes
+    v1: str, client: TestClient, app_settings: Settings, wav_bytes: bytes
 ) -> None:
     ids = [post(client, wav_bytes, site="reef-1", device="h7").json()["request_id"] for _ in range(3)]
     post(client, b"", "empty.wav")  # refused: not logged
@@ -289,7 +291,7 @@ def test_every_prediction_is_logged_with_drift_features(
     rows = store.rows()
     assert [r["request_id"] for r in rows] == ids
     row = rows[0]
-    assert row["model_version"] == "test-1" and row["site"] == "reef-1" and row["device"] == "h7"
+    assert row["model_version"] == v1 and row["site"] == "reef-1" and row["device"] == "h7"
     assert (row["sample_rate"], row["channels"], row["duration_s"]) == (SR, 1, 2.5)
     assert row["top_label"] in CLASSES and set(row["probabilities"]) == set(CLASSES)
     # a 1 kHz tone at amplitude 0.3: RMS -13.5 dBFS, peak and centroid near 1 kHz (tolerance: one FFT bin
@@ -351,7 +353,7 @@ def test_uploads_are_stored_only_when_asked(artifact_dir: Path, tmp_path: Path, 
     assert PredictionStore(settings.database_url).rows()[0]["upload_path"] == str(files[0])
 
 
-def test_metrics_parse_and_count_what_was_sent(client: TestClient, wav_bytes: bytes) -> None:
+def test_metrics_parse_and_count_what_was_sent(v1: str, client: TestClient, wav_bytes: bytes) -> None:
     for _ in range(3):
         post(client, wav_bytes)
     post(client, b"", "e.wav")
@@ -369,7 +371,7 @@ def test_metrics_parse_and_count_what_was_sent(client: TestClient, wav_bytes: by
     assert values[("vocalis_inference_latency_seconds_count", ())] == 3
     assert values[("vocalis_request_latency_seconds_count", (("endpoint", "/v1/predict"),))] == 5
     info = next(k for k in values if k[0] == "vocalis_model_info")
-    assert ("version", "test-1") in info[1] and ("classes", ",".join(CLASSES)) in info[1]
+    assert ("version", v1) in info[1] and ("classes", ",".join(CLASSES)) in info[1]
     assert values[("vocalis_in_flight_requests", ())] == 1  # the /metrics request itself
 
 
@@ -383,12 +385,12 @@ def test_log_lines_carry_the_request_id(client: TestClient, caplog: pytest.LogCa
 # --------------------------------------------------------------------------------------- security
 
 
-def test_admin_reload_needs_the_token(client: TestClient) -> None:
+def test_admin_reload_needs_the_token(v1: str, client: TestClient) -> None:
     assert client.post("/v1/admin/reload").status_code == 401
     assert client.post("/v1/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 403
     assert client.post("/v1/admin/reload", headers={"Authorization": "Basic s3cret"}).status_code == 401
     r = client.post("/v1/admin/reload", headers={"Authorization": "Bearer s3cret"})
-    assert r.status_code == 200 and r.json()["model_version"] == "test-1"
+    assert r.status_code == 200 and r.json()["model_version"] == v1
 
 
 def test_admin_is_disabled_without_a_token(artifact_dir: Path, tmp_path: Path) -> None:

@@ -76,7 +76,7 @@ def bento_url(artifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> o
 
 
 def test_bento_predict_gives_the_predictors_species(
-    bento_url: str, artifact_dir: Path, wav_bytes: bytes
+    v1: str, bento_url: str, artifact_dir: Path, wav_bytes: bytes
 ) -> None:
     from vocalis.inference import Predictor
 
@@ -88,7 +88,7 @@ def test_bento_predict_gives_the_predictors_species(
     body = r.json()
     assert body["summary"]["top_label"] == expected.summary.top_label
     assert body["summary"]["top_confidence"] == pytest.approx(expected.summary.top_confidence, abs=1e-5)
-    assert len(body["windows"]) == len(expected.windows) and body["model_version"] == "test-1"
+    assert len(body["windows"]) == len(expected.windows) and body["model_version"] == v1
     # undecodable input is a client error, not a server error
     bad = httpx.post(
         f"{bento_url}/predict", files={"audio_file": ("x.wav", b"not audio", "audio/wav")}, timeout=60

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is missing (apt-get install chromium)")
-def test_upload_shows_species_on_the_page(artifact_dir: Path, tmp_path: Path) -> None:
+def test_upload_shows_species_on_the_page(v1: str, artifact_dir: Path, tmp_path: Path) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     audio = tmp_path / "whale call.wav"
     sf.write(audio, tone(3.5, freq=700.0), SR, subtype="PCM_16")
@@ -38,7 +38,7 @@ def test_upload_shows_species_on_the_page(artifact_dir: Path, tmp_path: Path) ->
             page.goto(f"http://127.0.0.1:{port}/")
             # the model card is fetched and shown
             page.wait_for_function("document.querySelector('#model-card dd') !== null", timeout=10_000)
-            assert "test-1" in page.inner_text("#model-badge")
+            assert v1 in page.inner_text("#model-badge")
 
             page.set_input_files("#file-input", str(audio))
             page.wait_for_selector("#top-label", timeout=15_000)

@@ -61,7 +61,7 @@ def test_no_acknowledged_prediction_is_lost_on_sigkill(
 
 
 def test_reload_under_load_fails_no_request(
-    artifact_dir: Path, artifact_dir_v2: Path, tmp_path: Path, wav_bytes: bytes
+    v1: str, v2: str, artifact_dir: Path, artifact_dir_v2: Path, tmp_path: Path, wav_bytes: bytes
 ) -> None:
     current = tmp_path / "current"
     current.symlink_to(artifact_dir)
@@ -96,10 +96,10 @@ def test_reload_under_load_fails_no_request(
                 reloads.append(httpx.post(f"{base}/v1/admin/reload", headers=auth, timeout=30))
             results = [x for f in loads for x in f.result()]
         assert [r.status_code for r in reloads] == [200, 200, 200]
-        assert [r.json()["model_version"] for r in reloads] == ["test-2", "test-1", "test-2"]
+        assert [r.json()["model_version"] for r in reloads] == [v2, v1, v2]
         assert len(results) == 100 and all(status == 200 for status, _ in results), results
-        assert {v for _, v in results} <= {"test-1", "test-2"}
-        assert httpx.get(f"{base}/v1/model").json()["version"] == "test-2"
+        assert {v for _, v in results} <= {v1, v2}
+        assert httpx.get(f"{base}/v1/model").json()["version"] == v2
         # a reload that fails keeps the running model
         (tmp_path / "broken").mkdir()
         tmp_link = tmp_path / "next"
@@ -109,7 +109,7 @@ def test_reload_under_load_fails_no_request(
         assert r.status_code == 409 and r.json()["error"] == "reload_failed"
         assert (
             httpx.post(f"{base}/v1/predict", files={"file": ("x.wav", wav_bytes)}).json()["model_version"]
-            == "test-2"
+            == v2
         )
     finally:
         server.terminate()
