@@ -47,6 +47,11 @@ def export(
     calibration_windows: int = typer.Option(
         256, "--calibration-windows", help="Training windows for calibration."
     ),
+    calibration_audio: Path | None = typer.Option(
+        None,
+        "--calibration-audio",
+        help="Folder of recordings to calibrate int8 on instead of training audio.",
+    ),
     prune_amount: float = typer.Option(
         0.0, "--prune-amount", help="Fraction of weights to prune (0 = none)."
     ),
@@ -74,6 +79,7 @@ def export(
             prune_structured=prune_structured,
             finetune_epochs=finetune_epochs,
             name=name,
+            calibration_audio=calibration_audio,
         )
     card, parity = result.card, result.parity
     table = Table(title=f"Exported {card.name} {card.version}", show_header=False)

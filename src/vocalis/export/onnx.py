@@ -36,7 +36,13 @@ from torch import nn
 from vocalis import __version__
 from vocalis.errors import ArtifactError, ConfigError
 from vocalis.export.card import CARD_FILE, MODEL_FILE, ModelCard
-from vocalis.export.windows import AudioWindows, cache_windows, read_json, synthetic_windows
+from vocalis.export.windows import (
+    AudioWindows,
+    cache_windows,
+    folder_windows,
+    read_json,
+    synthetic_windows,
+)
 from vocalis.features import LogMel
 from vocalis.training.checkpoint import LoadedNetwork, load_network
 
@@ -303,6 +309,8 @@ def export_artifact(
     finetune_epochs: int = 0,
     parity_tol: float = PARITY_TOL,
     name: str | None = None,
+    calibration_audio: str | Path | None = None,
+    calibration: AudioWindows | None = None,
 ) -> ExportResult:
     """Export a run (directory or checkpoint file) to ``out_dir`` (``model.onnx`` + ``model.json``).
 
@@ -324,6 +332,9 @@ def export_artifact(
         finetune_epochs: epochs of fine-tuning on the cached training features after pruning.
         parity_tol: max |Δprob| allowed between onnxruntime (fp32) and PyTorch.
         name: the model's name in the card (default: the run directory's name).
+        calibration_audio: a folder (or file) of recordings to calibrate int8 on instead of the run's
+            training windows.
+        calibration: calibration windows given directly (overrides both).
 
     Raises:
         ArtifactError: a check failed (parity, checker, the int8 gate); nothing is written then.
@@ -374,6 +385,16 @@ def export_artifact(
         if quantize == "int8":
             from vocalis.export.quantize import quantize_artifact
 
+            if calibration is None and calibration_audio is not None:
+                calibration = folder_windows(
+                    calibration_audio,
+                    sample_rate=sr,
+                    window_samples=window_samples,
+                    limit=calibration_windows,
+                )
+                if not len(calibration):
+                    raise ArtifactError(f"{calibration_audio}: no decodable audio to calibrate on")
+
             quant_report = quantize_artifact(
                 fp32_path,
                 final,
@@ -387,6 +408,7 @@ def export_artifact(
                 test_windows=test_windows,
                 quant_format=quant_format,
                 force=force,
+                calibration=calibration,
             )
             optimization["int8"] = quant_report
             check_model(final)

@@ -133,3 +133,27 @@ def synthetic_windows(n: int, window_samples: int, sample_rate: int, seed: int =
             x = np.clip(rng.standard_normal(window_samples) * 2.0, -1, 1)
         out.append((x * rng.uniform(0.05, 1.0)).astype(np.float32))
     return AudioWindows(np.stack(out), np.full(n, -1, np.int64), "synthetic")
+
+
+def folder_windows(
+    folder: str | Path, *, sample_rate: int, window_samples: int, limit: int = 256, seed: int = 0
+) -> AudioWindows:
+    """Non-overlapping windows cut from every audio file under ``folder`` (at most ``limit``, sampled with
+    ``seed``); files that do not decode are skipped (logged)."""
+    from vocalis.windows import WindowSpec
+
+    spec = WindowSpec(window_samples / sample_rate, window_samples / sample_rate, sample_rate)
+    root = Path(folder)
+    paths = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    chunks = []
+    for path in paths:
+        try:
+            chunks.append(spec.cut(audio.load(path, sample_rate)))
+        except audio.AudioDecodeError as exc:
+            log.warning("calibration: skipping %s", exc)
+    if not chunks:
+        return AudioWindows(np.zeros((0, window_samples), np.float32), np.zeros(0, np.int64), "none")
+    waves = np.concatenate(chunks)
+    if len(waves) > limit:
+        waves = waves[np.sort(np.random.default_rng(seed).choice(len(waves), limit, replace=False))]
+    return AudioWindows(waves, np.full(len(waves), -1, np.int64), f"folder:{root}")

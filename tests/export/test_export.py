@@ -1,0 +1,167 @@
+"""Export: the artifact's graph, card and metadata, parity with PyTorch, the int8 gate, failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import soundfile as sf
+import torch
+
+from vocalis.errors import ArtifactError
+from vocalis.export.card import ModelCard
+from vocalis.export.onnx import build_classifier, export_artifact
+from vocalis.export.windows import AudioWindows, cache_windows
+from vocalis.features import LogMel
+from vocalis.training.checkpoint import load_network
+
+#: stated tolerances: fp32 ONNX vs PyTorch, int8 ONNX vs fp32 ONNX (max |Δprob| over classes and windows)
+FP32_TOL = 1e-4
+INT8_TOL = 0.1
+
+
+def _test_windows(run: Path) -> AudioWindows:
+    loaded = load_network(run / "checkpoints" / "best.ckpt")
+    sr = loaded.features.sample_rate
+    return cache_windows(
+        loaded.cache_dir,
+        splits=("test",),
+        classes=loaded.classes,
+        sample_rate=sr,
+        window_samples=round(loaded.window_s * sr),
+    )
+
+
+def _session(artifact: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(artifact / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
+def test_artifact_graph_inputs_outputs_and_checker(fp32_artifact: Path) -> None:
+    onnx.checker.check_model(str(fp32_artifact / "model.onnx"), full_check=True)
+    sess = _session(fp32_artifact)
+    (inp,) = sess.get_inputs()
+    assert inp.name == "waveform"
+    assert inp.shape[1] == 16_000 and not isinstance(inp.shape[0], int)  # fixed window, dynamic batch
+    assert [o.name for o in sess.get_outputs()] == ["probabilities", "logits"]
+    assert sorted(p.name for p in fp32_artifact.iterdir()) == ["model.json", "model.onnx"]
+
+
+def test_card_fields_and_metadata(fp32_artifact: Path, trained_run: Path) -> None:
+    card = json.loads((fp32_artifact / "model.json").read_text())
+    fields = "name version classes sample_rate window_s hop_s features architecture metrics cache_hash"
+    fields += " git_commit created vocalis_version quantization onnx_opset"
+    for key in fields.split():
+        assert key in card, key
+    assert card["classes"] == ["alpha", "beta", "gamma"]
+    assert (card["sample_rate"], card["window_s"], card["hop_s"]) == (16_000, 1.0, 0.5)
+    assert card["features"]["n_mels"] == 32 and card["features"]["f_max"] == 7500.0
+    assert card["architecture"] == "compact" and card["quantization"] is None and card["onnx_opset"] == 18
+    run_metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert card["metrics"]["accuracy"] == pytest.approx(run_metrics["test/acc"])
+    assert card["cache_hash"] == "0123456789ab" and card["git_commit"] == "deadbeef"
+    assert card["parity"]["max_abs_diff"] <= card["parity"]["tolerance"] == FP32_TOL
+    assert card["parity"]["windows"].startswith("tiny-")  # real cached audio, not synthetic
+    meta = {p.key: p.value for p in onnx.load(str(fp32_artifact / "model.onnx")).metadata_props}
+    assert json.loads(meta["vocalis.classes"]) == card["classes"]
+    assert meta["vocalis.version"] == card["version"]
+    assert json.loads(meta["vocalis.features"]) == card["features"]
+    assert ModelCard.load(fp32_artifact).window_samples == 16_000
+
+
+def test_fp32_parity_with_pytorch_on_test_audio(fp32_artifact: Path, trained_run: Path) -> None:
+    loaded = load_network(trained_run / "checkpoints" / "best.ckpt")
+    module = build_classifier(loaded)
+    windows = _test_windows(trained_run)
+    assert len(windows) >= 10
+    with torch.no_grad():
+        ref = module(torch.from_numpy(windows.waveforms))[0].numpy()
+        # the featurizer is the project's LogMel: the same numbers as the one in the graph
+        assert torch.equal(module.featurizer(torch.from_numpy(windows.waveforms[:2])),
+                           LogMel(loaded.features)(torch.from_numpy(windows.waveforms[:2])))  # fmt: skip
+    got = _session(fp32_artifact).run(["probabilities"], {"waveform": windows.waveforms})[0]
+    assert np.abs(got - ref).max() <= FP32_TOL
+    assert np.mean(got.argmax(1) == windows.labels) >= 0.8  # the tiny model really learned the tones
+
+
+def test_int8_artifact_within_tolerance_and_gate_recorded(
+    int8_artifact: Path, fp32_artifact: Path, trained_run: Path
+) -> None:
+    card = json.loads((int8_artifact / "model.json").read_text())
+    assert card["quantization"] == "int8" and card["version"].endswith("-int8")
+    gate = card["optimization"]["int8"]
+    assert gate["method"] == "static" and gate["calibration_windows"] > 0
+    assert gate["accuracy_drop"] <= 0.01 and not gate["forced"]
+    windows = _test_windows(trained_run)
+    p8 = _session(int8_artifact).run(["probabilities"], {"waveform": windows.waveforms})[0]
+    p32 = _session(fp32_artifact).run(["probabilities"], {"waveform": windows.waveforms})[0]
+    assert np.abs(p8 - p32).max() <= INT8_TOL
+    model = onnx.load(str(int8_artifact / "model.onnx"))
+    assert any(n.op_type in ("QuantizeLinear", "QLinearConv") for n in model.graph.node)
+    # the featurizer stays float: the STFT convolution (the graph's first Conv) reads no dequantized tensor
+    producers = {o: n for n in model.graph.node for o in n.output}
+    first_conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    assert all(producers[i].op_type != "DequantizeLinear" for i in first_conv.input if i in producers)
+
+
+def test_int8_gate_refuses_a_badly_calibrated_model(trained_run: Path, tmp_path: Path) -> None:
+    """Calibrating on silence gives activation ranges of a constant input: accuracy collapses for real."""
+    out = tmp_path / "bad"
+    silence = AudioWindows(np.zeros((16, 16_000), np.float32), np.full(16, -1), "silence")
+    with pytest.raises(ArtifactError, match=r"int8 accuracy .* vs fp32 .* refusing"):
+        export_artifact(trained_run, out, quantize="int8", calibration=silence)
+    assert not out.exists()
+    assert not list(tmp_path.glob(".*staging*"))  # no half-written artifact left behind
+    forced = export_artifact(trained_run, out, quantize="int8", calibration=silence, force=True)
+    assert forced.quantization is not None and forced.quantization["forced"]
+    assert forced.quantization["accuracy_drop"] > 0.01
+
+
+@pytest.mark.slow
+def test_cli_export_refuses_bad_int8_and_writes_good_fp32(trained_run: Path, tmp_path: Path) -> None:
+    silent = tmp_path / "silent"
+    silent.mkdir()
+    sf.write(silent / "quiet.wav", np.zeros(16_000 * 4, np.float32), 16_000)
+    cli = [sys.executable, "-c", "from vocalis.cli import main; main()"]
+    bad = subprocess.run(
+        [*cli, "export", str(trained_run), "-o", str(tmp_path / "a8"), "--quantize", "int8",
+         "--calibration-audio", str(silent)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 1, bad.stderr
+    assert "int8 accuracy" in bad.stderr and "fp32" in bad.stderr and "refusing" in bad.stderr
+    assert not (tmp_path / "a8").exists()
+    good = subprocess.run(
+        [*cli, "export", str(trained_run), "-o", str(tmp_path / "a32"), "--checkpoint", "last"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert good.returncode == 0, good.stderr
+    assert "parity" in good.stdout and ModelCard.load(tmp_path / "a32").classes == ["alpha", "beta", "gamma"]
+
+
+def test_parity_failure_is_loud(trained_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="disagree"):
+        export_artifact(trained_run, tmp_path / "x", parity_tol=-1.0)
+    assert not (tmp_path / "x").exists()
+
+
+def test_run_without_optional_files(trained_run: Path, tmp_path: Path) -> None:
+    """A run with only a checkpoint still exports (no metrics, commit from git or None)."""
+    bare = tmp_path / "bare"
+    (bare / "checkpoints").mkdir(parents=True)
+    shutil.copy(trained_run / "checkpoints" / "last.ckpt", bare / "checkpoints" / "last.ckpt")
+    result = export_artifact(bare, tmp_path / "art", checkpoint="last")
+    assert result.card.metrics == {} and result.card.name == "bare"
+    with pytest.raises(ArtifactError, match="checkpoint not found"):
+        export_artifact(bare, tmp_path / "art2", checkpoint="best")
+    with pytest.raises(ArtifactError, match="no such run"):
+        export_artifact(tmp_path / "missing", tmp_path / "art3")
+    (bare / "checkpoints" / "best.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ArtifactError, match="not a readable checkpoint"):
+        export_artifact(bare, tmp_path / "art4")
