@@ -34,7 +34,8 @@ def sparsity(net: nn.Module) -> float:
     """Fraction of zero weights over all convolution and linear layers."""
     zeros = total = 0
     for module, _ in _targets(net, structured=False):
-        w = module.weight.detach()
+        w = module.weight
+        assert isinstance(w, torch.Tensor)
         zeros += int((w == 0).sum())
         total += w.numel()
     return zeros / total if total else 0.0
