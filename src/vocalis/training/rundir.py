@@ -1,0 +1,98 @@
+"""The run directory: a unique name, the saved config, run.json (provenance) and train.log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+#: rank 0 decides the run directory and passes it to the processes Lightning's DDP launcher starts
+RUN_DIR_ENV = "VOCALIS_RUN_DIR"
+
+
+def is_ddp_child() -> bool:
+    """True in a process started by Lightning's DDP launcher for a rank other than 0."""
+    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+
+
+def new_run_name(prefix: str) -> str:
+    """``<prefix>-<YYYYmmdd-HHMMSS>-<uuid8>``: unique even for runs started in the same second."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{prefix}-{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """The commit checked out where vocalis' source lives (or in ``cwd``), or None without git."""
+    cwd = cwd if cwd is not None else Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha or None
+
+
+def environment_summary(device: str) -> dict[str, Any]:
+    """Python, torch, lightning versions, CPU count and the training device."""
+    import lightning
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Write JSON atomically (a kill never leaves half a file)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+class RunLog:
+    """Copies the ``vocalis`` and ``lightning`` loggers' INFO messages into ``RUN_DIR/train.log``."""
+
+    NAMES = ("vocalis", "lightning")
+    #: lightning sets ``propagate = False`` on these when it is imported before logging is configured
+    DETACHED = ("lightning.pytorch", "lightning.fabric")
+
+    def __init__(self, path: Path) -> None:
+        self.handler = logging.FileHandler(path, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.handler.setLevel(logging.INFO)
+        self._levels: dict[str, int] = {}
+        self._names: list[str] = []
+
+    def __enter__(self) -> RunLog:
+        self._names = list(self.NAMES)
+        self._names += [n for n in self.DETACHED if not logging.getLogger(n).propagate]
+        for name in self._names:
+            lg = logging.getLogger(name)
+            self._levels[name] = lg.level
+            # lightning already logs at INFO; raising our own level is what lets vocalis INFO through
+            if name == "vocalis" and lg.getEffectiveLevel() > logging.INFO:
+                lg.setLevel(logging.INFO)
+            lg.addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self._names:
+            lg = logging.getLogger(name)
+            lg.removeHandler(self.handler)
+            lg.setLevel(self._levels.get(name, logging.NOTSET))
+        self.handler.close()
