@@ -91,7 +91,7 @@ def export_onnx(module: nn.Module, window_samples: int, path: str | Path, opset:
             dynamo=True,
             input_names=["waveform"],
             output_names=["probabilities", "logits"],
-            dynamic_shapes={"waveform": {0: batch}},
+            dynamic_shapes=({0: batch},),
             opset_version=opset,
             verbose=False,
         )

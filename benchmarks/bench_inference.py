@@ -1,0 +1,367 @@
+"""Inference speed, side by side in one run: PyTorch eager vs ONNX fp32 vs ONNX int8 (and pruned, compiled).
+
+For the demo network (compact, 3 s windows at 32 kHz) and ResNet34 (the WMMS set-up, 11.67 s windows),
+random weights unless ``--run`` gives a trained demo run (then accuracies on its test windows too):
+
+- windows per second at a fixed batch, on ``--threads`` cores, for each variant, and the ratios;
+- FLOPs per window (torch.utils.flop_counter: convolutions and matrix products) of the featurizer and the
+  network, and the achieved fraction of the machine's fp32 matmul peak (a large sgemm measured here);
+- the featurizer's share of the ONNX model's time (the featurizer graph alone vs the whole graph);
+- size on disk of each ONNX variant;
+- ``vocalis predict`` on a generated recording (``--minutes``, default 60): wall time, real-time factor and
+  peak RSS (``/usr/bin/time -v``), per model.
+
+    uv run python benchmarks/bench_inference.py [--run runs/demo] [--minutes 60] [--threads 2] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+THREADS = int(next((a.split("=")[1] for a in sys.argv if a.startswith("--threads=")), "2"))
+for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(var, str(THREADS))
+
+import json  # noqa: E402
+import logging  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from vocalis.export.onnx import WaveformClassifier, export_onnx, featurizer_output, ort_session  # noqa: E402
+from vocalis.export.prune import sparsity  # noqa: E402
+from vocalis.export.quantize import quantize_model  # noqa: E402
+from vocalis.export.windows import AudioWindows, cache_windows, synthetic_windows  # noqa: E402
+from vocalis.features import FeatureParams, LogMel  # noqa: E402
+from vocalis.inference.longfile import write_long_recording  # noqa: E402
+from vocalis.models import build_model  # noqa: E402
+from vocalis.training.checkpoint import load_network  # noqa: E402
+
+
+def timed(fn: Callable[[], Any], min_time: float, min_reps: int = 3) -> float:
+    """Best-of seconds per call after one warm-up call (best-of: least disturbed by the shared machine)."""
+    fn()
+    best, spent, reps = float("inf"), 0.0, 0
+    while spent < min_time or reps < min_reps:
+        t = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t
+        best, spent, reps = min(best, dt), spent + dt, reps + 1
+    return best
+
+
+def matmul_peak(threads: int, n: int = 2048) -> dict[str, float]:
+    """fp32 GEMM throughput (GFLOP/s) on ``threads`` threads with torch, numpy and onnxruntime (MLAS, the
+    library the ONNX models run on): the best of the three is the machine's measured matmul peak."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    t_torch = timed(lambda: torch.mm(a, b), 2.0)
+    an, bn = a.numpy(), b.numpy()
+    t_np = timed(lambda: an @ bn, 2.0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "sgemm",
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in ("a", "b")],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
+    )
+    path = Path(tempfile.mkdtemp()) / "sgemm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    sess = ort_session(path, threads)
+    t_ort = timed(lambda: sess.run(None, {"a": an, "b": bn}), 2.0)
+    flops = 2 * n**3
+    return {"torch": flops / t_torch / 1e9, "numpy": flops / t_np / 1e9, "onnxruntime": flops / t_ort / 1e9}
+
+
+def count_flops(module: torch.nn.Module, samples: int) -> float:
+    """FLOPs of one window (batch of one)."""
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        module(torch.zeros(1, samples))
+    return float(counter.get_total_flops())
+
+
+def windows_per_s(run: Callable[[np.ndarray], Any], batch: np.ndarray, min_time: float) -> float:
+    return len(batch) / timed(lambda: run(batch), min_time)
+
+
+def onnx_runner(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
+    session = ort_session(path, threads)
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})
+
+
+def accuracy(run: Callable[[np.ndarray], Any], windows: AudioWindows | None) -> float | None:
+    if windows is None or not len(windows):
+        return None
+    probs = np.concatenate([run(windows.waveforms[i : i + 16])[0] for i in range(0, len(windows), 16)])
+    return float(np.mean(probs.argmax(1) == windows.labels))
+
+
+def bench_model(
+    label: str,
+    net: torch.nn.Module,
+    features: FeatureParams,
+    window_s: float,
+    batch_size: int,
+    tmp: Path,
+    args: argparse.Namespace,
+    peak: float,
+    test: AudioWindows | None,
+    calibration: AudioWindows,
+) -> list[dict[str, Any]]:
+    """Every variant of one model; returns table rows."""
+    samples = round(window_s * features.sample_rate)
+    module = WaveformClassifier(LogMel(features), net.eval()).eval()
+    flops_total = count_flops(module, samples)
+    flops_feat = count_flops(module.featurizer, samples)
+    print(
+        f"\n## {label}: window {window_s} s = {samples} samples; FLOPs/window {flops_total / 1e9:.3f} G "
+        f"(featurizer {flops_feat / 1e9:.3f} G = {flops_feat / flops_total:.1%})"
+    )
+    batch = synthetic_windows(batch_size, samples, features.sample_rate, seed=5).waveforms
+    rows: list[dict[str, Any]] = []
+
+    def add(variant: str, run: Callable[[np.ndarray], Any], path: Path | None, extra: str = "") -> float:
+        wps = windows_per_s(run, batch, args.min_time)
+        row = {
+            "model": label,
+            "variant": variant,
+            "windows_s": wps,
+            "gflops_s": wps * flops_total / 1e9,
+            "peak_frac": wps * flops_total / 1e9 / peak,
+            "size_mb": path.stat().st_size / 1e6 if path else None,
+            "accuracy": accuracy(run, test),
+            "note": extra,
+        }
+        rows.append(row)
+        acc = f"{row['accuracy']:.3f}" if row["accuracy"] is not None else "-"
+        size = f"{row['size_mb']:.2f} MB" if row["size_mb"] is not None else "-"
+        print(
+            f"  {variant:<22} {wps:9.1f} windows/s  {row['gflops_s']:7.1f} GFLOP/s  "
+            f"{row['peak_frac']:6.1%} of peak  size {size:>9}  acc {acc}  {extra}",
+            flush=True,
+        )
+        return wps
+
+    torch.set_num_threads(args.threads)
+
+    @torch.inference_mode()
+    def eager(x: np.ndarray) -> Any:
+        return [t.numpy() for t in module(torch.from_numpy(x))]
+
+    ckpt_path = tmp / f"{label}.pt"
+    torch.save(module.state_dict(), ckpt_path)
+    eager_wps = add("pytorch eager", eager, ckpt_path, "state_dict size")
+    if args.compile:
+        compiled = torch.compile(module)
+
+        @torch.inference_mode()
+        def comp(x: np.ndarray) -> Any:
+            return [t.numpy() for t in compiled(torch.from_numpy(x))]
+
+        add("pytorch compile", comp, None)
+
+    fp32 = export_onnx(module, samples, tmp / f"{label}.fp32.onnx")
+    fp32_wps = add("onnx fp32", onnx_runner(fp32, args.threads), fp32)
+    print(f"    onnx fp32 / pytorch eager = {fp32_wps / eager_wps:.2f}x")
+    feat_path = export_onnx(_FeaturizerOnly(module.featurizer).eval(), samples, tmp / f"{label}.feat.onnx")
+    feat_wps = windows_per_s(onnx_runner(feat_path, args.threads), batch, args.min_time)
+    print(
+        f"  featurizer alone (onnx) {feat_wps:9.1f} windows/s -> "
+        f"{fp32_wps / feat_wps:.1%} of the fp32 model's time"
+    )
+    rows.append({"model": label, "variant": "featurizer share", "share": fp32_wps / feat_wps})
+
+    tensor = featurizer_output(fp32)
+    for fmt in ("qdq", "qoperator"):
+        path = tmp / f"{label}.int8-{fmt}.onnx"
+        quantize_model(fp32, path, featurizer_tensor=tensor, calibration=calibration, quant_format=fmt)
+        wps = add(f"onnx int8 ({fmt})", onnx_runner(path, args.threads), path)
+        print(f"    int8 {fmt} / fp32 = {wps / fp32_wps:.2f}x")
+
+    if args.prune:
+        pruned_net = _copy(net)
+        targets = [
+            (m, "weight") for m in pruned_net.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)
+        ]
+        torch.nn.utils.prune.global_unstructured(
+            targets, pruning_method=torch.nn.utils.prune.L1Unstructured, amount=0.5
+        )
+        for m, n in targets:
+            torch.nn.utils.prune.remove(m, n)
+        pmod = WaveformClassifier(LogMel(features), pruned_net.eval()).eval()
+        ppath = export_onnx(pmod, samples, tmp / f"{label}.pruned50.onnx")
+        add(
+            "onnx fp32 pruned 50%",
+            onnx_runner(ppath, args.threads),
+            ppath,
+            f"sparsity {sparsity(pruned_net):.2f}",
+        )
+    return rows
+
+
+class _FeaturizerOnly(torch.nn.Module):
+    def __init__(self, featurizer: torch.nn.Module) -> None:
+        super().__init__()
+        self.featurizer = featurizer
+
+    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.featurizer(waveform)
+        return x, x
+
+
+def _copy(net: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    return copy.deepcopy(net)
+
+
+def predict_long(
+    artifact: Path, recording: Path, seconds: float, threads: int, tmp: Path
+) -> dict[str, float]:
+    """Run ``vocalis predict`` in a subprocess under /usr/bin/time -v: wall seconds, RTF, peak RSS."""
+    cmd = [
+        "/usr/bin/time", "-v", sys.executable, "-c", "from vocalis.cli import main; main()", "predict",
+        str(artifact), str(recording), "-o", str(tmp / f"{artifact.name}.csv"), "--threads", str(threads),
+        "--min-conf", "0.5",
+    ]  # fmt: skip
+    t = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", out.stderr)
+    return {
+        "wall_s": wall,
+        "rtf": wall / seconds,
+        "peak_rss_mb": int(rss.group(1)) / 1024 if rss else float("nan"),
+    }
+
+
+def _artifact_from_net(
+    net: torch.nn.Module, name: str, classes: list[str], window_s: float, tmp: Path
+) -> Path:
+    """Export a (random-weight) network through the real exporter, via a checkpoint of the run contract."""
+    from vocalis.export.onnx import export_artifact
+
+    params = FeatureParams()
+    hp = {
+        "model_name": name,
+        "classes": classes,
+        "features": params.to_dict(),
+        "window_s": window_s,
+        "hop_s": window_s if name != "compact" else window_s / 2,
+        "n_mels": params.n_mels,
+        "n_frames": params.n_frames(round(window_s * params.sample_rate)),
+    }
+    run = tmp / f"run-{name}"
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}, "hyper_parameters": hp},
+        run / "checkpoints" / "best.ckpt",
+    )
+    return export_artifact(run, tmp / f"artifact-{name}").directory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--run", type=Path, default=None, help="a trained demo run (compact) for accuracies")
+    parser.add_argument("--minutes", type=float, default=60.0, help="length of the generated recording")
+    parser.add_argument("--min-time", type=float, default=3.0, help="seconds of timing per variant")
+    parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile")
+    parser.add_argument("--no-prune", dest="prune", action="store_false", help="skip the pruned variant")
+    parser.add_argument(
+        "--no-predict", dest="predict", action="store_false", help="skip vocalis predict runs"
+    )
+    parser.add_argument("--models", default="compact,resnet34")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    torch.manual_seed(0)
+    print(
+        f"# Inference benchmark: {args.threads} threads, {os.cpu_count()} CPUs visible, "
+        f"torch {torch.__version__}"
+    )
+    load = os.getloadavg()
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (other jobs share these cores)")
+    peak_d = matmul_peak(args.threads)
+    peak = max(peak_d.values())
+    print("fp32 sgemm 2048^3 (GFLOP/s): " + ", ".join(f"{k} {v:.1f}" for k, v in peak_d.items()))
+    params = FeatureParams()
+    results: dict[str, Any] = {"threads": args.threads, "peak_gflops": peak_d, "rows": [], "predict": {}}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        models = args.models.split(",")
+        nets: dict[str, tuple[torch.nn.Module, float, int, list[str]]] = {}
+        test = None
+        calibration_demo = synthetic_windows(32, round(3.0 * params.sample_rate), params.sample_rate, seed=9)
+        if "compact" in models:
+            if args.run:
+                loaded = load_network(args.run / "checkpoints" / "best.ckpt")
+                params, classes = loaded.features, loaded.classes
+                w = round(loaded.window_s * params.sample_rate)
+                test = cache_windows(
+                    loaded.cache_dir, splits=("test",), classes=classes, sample_rate=params.sample_rate,
+                    window_samples=w, limit=600,
+                )  # fmt: skip
+                cal = cache_windows(
+                    loaded.cache_dir, splits=("train",), classes=classes, sample_rate=params.sample_rate,
+                    window_samples=w, limit=128, seed=1,
+                )  # fmt: skip
+                calibration_demo = cal if len(cal) else calibration_demo
+                nets["compact"] = (loaded.net, loaded.window_s, 32, classes)
+            else:
+                nets["compact"] = (build_model("compact", 10, 64, 301), 3.0, 32, [f"c{i}" for i in range(10)])
+        if "resnet34" in models:
+            nets["resnet34"] = (build_model("resnet34", 32, 64, 1168), 11.67, 8, [f"s{i}" for i in range(32)])
+        for name, (net, window_s, bs, _classes) in nets.items():
+            cal = (
+                calibration_demo
+                if name == "compact"
+                else synthetic_windows(16, round(window_s * params.sample_rate), params.sample_rate, seed=9)
+            )
+            results["rows"] += bench_model(
+                name, net, params, window_s, bs, tmp, args, peak, test if name == "compact" else None, cal
+            )
+        if args.predict:
+            seconds = args.minutes * 60
+            rec = write_long_recording(tmp / "long.wav", seconds, sample_rate=32_000)
+            print(
+                f"\n## vocalis predict on a generated {args.minutes:g}-minute 32 kHz recording "
+                f"({args.threads} threads)"
+            )
+            for name, (net, window_s, _bs, classes) in nets.items():
+                # through the real exporter: the same graph, card and checks as `vocalis export`
+                art = _artifact_from_net(net, name, classes, window_s, tmp)
+                card = json.loads((art / "model.json").read_text())
+                r = predict_long(art, rec, seconds, args.threads, tmp)
+                r.update(window_s=card["window_s"], hop_s=card["hop_s"])
+                results["predict"][name] = r
+                print(
+                    f"  {name:<9} window {card['window_s']} s hop {card['hop_s']} s: "
+                    f"{r['wall_s']:.1f} s wall, real-time factor {r['rtf']:.4f} ({1 / r['rtf']:.0f}x real time), "
+                    f"peak RSS {r['peak_rss_mb']:.0f} MB"
+                )
+    load = os.getloadavg()
+    print(f"\nload average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
