@@ -354,7 +354,8 @@ def main() -> None:
                 results["predict"][name] = r
                 print(
                     f"  {name:<9} window {card['window_s']} s hop {card['hop_s']} s: "
-                    f"{r['wall_s']:.1f} s wall, real-time factor {r['rtf']:.4f} ({1 / r['rtf']:.0f}x real time), "
+                    f"{r['wall_s']:.1f} s wall, real-time factor {r['rtf']:.4f} "
+                    f"({1 / r['rtf']:.0f}x real time), "
                     f"peak RSS {r['peak_rss_mb']:.0f} MB"
                 )
     load = os.getloadavg()
