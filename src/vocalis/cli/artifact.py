@@ -182,6 +182,8 @@ def predict(
             console.print(f"[yellow]skipped[/] {exc}", highlight=False)
 
     feats = predictor.card.features
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
     out_stream = output.open("w", newline="") if output else sys.stdout
     writer: PredictionWriter = PredictionWriter(
         fmt,
