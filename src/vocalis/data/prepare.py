@@ -131,12 +131,13 @@ def code_digest() -> str:
     old code, even though no input file and no parameter changed.
     """
     import vocalis.audio
+    import vocalis.data.featurize
     import vocalis.features
     import vocalis.mel
     import vocalis.windows
 
     h = hashlib.blake2b(digest_size=16)
-    for mod in (vocalis.audio, vocalis.mel, vocalis.features, vocalis.windows):
+    for mod in (vocalis.audio, vocalis.mel, vocalis.features, vocalis.data.featurize, vocalis.windows):
         h.update(Path(str(mod.__file__)).read_bytes())
     h.update(Path(__file__).read_bytes())
     return h.hexdigest()
@@ -174,9 +175,10 @@ def _get_featurizer(features: dict[str, Any]) -> Any:
     global _featurizer, _featurizer_key
     key = json.dumps(features, sort_keys=True)
     if _featurizer is None or key != _featurizer_key:
-        from vocalis.features import FeatureParams, LogMel
+        from vocalis.data.featurize import FFTLogMel
+        from vocalis.features import FeatureParams
 
-        _featurizer = LogMel(FeatureParams.from_dict(features)).eval()
+        _featurizer = FFTLogMel(FeatureParams.from_dict(features)).eval()
         _featurizer_key = key
     return _featurizer
 
@@ -210,34 +212,55 @@ class _Job:
 def _featurize(
     features_path: str, features: dict[str, Any], spec: WindowSpec, batch_size: int, jobs: list[_Job]
 ) -> list[tuple[int, str | None]]:
-    """Decode, cut and featurize a chunk of clips, writing rows into the memory-mapped features file."""
+    """Decode, cut and featurize a chunk of clips, writing rows into the memory-mapped features file.
+
+    Windows of all the chunk's clips are batched together (short clips give one or two windows each, so
+    per-clip calls would leave the featurizer mostly idle on call overhead).
+    """
     import torch
 
     mm = np.load(features_path, mmap_mode="r+")
     net = _get_featurizer(features)
     w = spec.window_samples
     out: list[tuple[int, str | None]] = []
+    batch: list[np.ndarray] = []
+    rows: list[int] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        with torch.no_grad():
+            feats = net(torch.from_numpy(np.stack(batch)))[:, 0].numpy()
+        # rows of one chunk are consecutive unless a clip failed: write runs as slices
+        start = rows[0]
+        if rows[-1] - start == len(rows) - 1:
+            mm[start : start + len(rows)] = feats.astype(np.float16)
+        else:
+            mm[np.asarray(rows)] = feats.astype(np.float16)
+        batch.clear()
+        rows.clear()
+
     for job in jobs:
         try:
             x = audio.load(job.source, int(features["sample_rate"]), name=job.name)
-            # header frame counts (MP3 especially) can be off by a few samples: fix the length that the
-            # window count was computed from
-            if len(x) != job.num_samples:
-                x = np.pad(x, (0, max(0, job.num_samples - len(x))))[: job.num_samples]
-            need = int(job.starts[-1]) + w
-            if len(x) < need:
-                x = np.pad(x, (0, need - len(x)))
-            for b in range(0, len(job.starts), batch_size):
-                starts = job.starts[b : b + batch_size]
-                batch = np.stack([x[s : s + w] for s in starts.tolist()])
-                with torch.no_grad():
-                    feats = net(torch.from_numpy(batch))[:, 0].numpy()
-                mm[job.row + b : job.row + b + len(starts)] = feats.astype(np.float16)
-            out.append((job.clip_index, None))
         except audio.AudioDecodeError as exc:
             out.append((job.clip_index, exc.reason))
+            continue
         except Exception as exc:  # one bad file never stops a run
             out.append((job.clip_index, f"{type(exc).__name__}: {exc}"))
+            continue
+        # header frame counts (MP3 especially) can be off by a few samples: fix the length that the
+        # window count was computed from, and zero-pad the last window
+        need = max(job.num_samples, int(job.starts[-1]) + w)
+        if len(x) != need:
+            x = np.pad(x[: job.num_samples], (0, need - min(len(x), job.num_samples)))
+        for k, st in enumerate(job.starts.tolist()):
+            batch.append(x[st : st + w])
+            rows.append(job.row + k)
+            if len(batch) >= batch_size:
+                flush()
+        out.append((job.clip_index, None))
+    flush()
     mm.flush()
     del mm
     return out
@@ -317,6 +340,7 @@ def prepare_from_config(
     digests.save()
     clips = assign_splits(clips, settings.val, settings.test, settings.split_seed)
     key = cache_key(settings, source, clips)
+    log.info("listed, fingerprinted and split %d clips in %.2f s", len(clips), time.perf_counter() - t0)
     out_dir = cache_root / f"{settings.name}-{key[:12]}"
     if not force and (out_dir / "cache.json").exists():
         try:
@@ -375,7 +399,9 @@ def _build(
                 ([(i, source.fetch(clips[i]), clips[i].path) for i in chunk],)
                 for chunk in _chunks(range(len(clips)), max(settings.chunk_size, 64))
             )
+            t1 = time.perf_counter()
             _run_bounded(pool, _probe, probe_tasks, 2 * workers, probed)
+            log.info("read %d headers in %.2f s (%d workers)", len(clips), time.perf_counter() - t1, workers)
             # 2. window counts and rows
             jobs_meta: list[tuple[int, int, np.ndarray, int]] = []  # clip, samples, starts, row
             row = 0
@@ -417,7 +443,9 @@ def _build(
                 )
                 for chunk in _chunks(jobs_meta, settings.chunk_size)
             )
+            t1 = time.perf_counter()
             _run_bounded(pool, _featurize, feat_tasks, 2 * workers, featurized)
+            log.info("featurized %d windows in %.2f s", total_rows, time.perf_counter() - t1)
         # 4. drop the rows of clips that failed while decoding (their headers looked fine)
         kept = [m for m in jobs_meta if m[0] not in skipped]
         if len(kept) != len(jobs_meta):

@@ -1,0 +1,139 @@
+"""Data preparation throughput: ``vocalis data prepare`` vs the seed's one-clip-at-a-time librosa loop.
+
+Both run on the same generated set (synthetic calls, 1-5 s, 16-48 kHz, WAV and FLAC), side by side in one
+run, each in its own subprocess so that its peak resident memory is its own:
+
+- baseline (the seed, re-created): for each file, ``librosa.load(path, sr=32000)`` (soxr_hq resampling),
+  ``librosa.feature.melspectrogram`` (n_fft 1024, hop 320, 64 mels, 50-14000 Hz) and
+  ``librosa.power_to_db(ref=np.max, top_db=80)``, one clip at a time, one process. It featurizes each
+  clip once as a whole, which is no more work than our overlapping 3 s windows.
+- vocalis: :func:`vocalis.data.prepare.prepare_from_config` into an empty cache directory: fingerprints,
+  splits, header pass, parallel decode + resample + window + LogMel, float16 memmap, manifest.
+
+Timings exclude interpreter start-up and library imports on both sides (librosa's numba JIT is warmed on
+a tiny signal first); worker-process start-up is included for vocalis.
+
+    uv run python benchmarks/bench_prepare.py [--per-class 40] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _peak_rss_mib() -> dict[str, float]:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"peak_rss_mib": own, "peak_child_rss_mib": children}
+
+
+def run_baseline(root: Path) -> dict[str, float]:
+    """The seed's loop, timed."""
+    import librosa
+    import numpy as np
+
+    files = sorted(p for p in root.rglob("*") if p.suffix in (".wav", ".flac"))
+    warm = librosa.feature.melspectrogram(y=np.zeros(32_000, np.float32), sr=32_000)  # numba JIT
+    librosa.power_to_db(warm, ref=np.max, top_db=80)
+    t0 = time.perf_counter()
+    frames = 0
+    for f in files:
+        y, sr = librosa.load(f, sr=32_000)
+        s = librosa.feature.melspectrogram(
+            y=y, sr=sr, n_fft=1024, hop_length=320, n_mels=64, fmin=50.0, fmax=14_000.0
+        )
+        db = librosa.power_to_db(s, ref=np.max, top_db=80)
+        frames += db.shape[1]
+    seconds = time.perf_counter() - t0
+    return {"clips": len(files), "seconds": seconds, "frames": frames, **_peak_rss_mib()}
+
+
+def run_vocalis(root: Path, cache: Path, workers: int | None) -> dict[str, float]:
+    """``prepare_from_config`` with the packaged synthetic config's featurizer settings, timed."""
+    import vocalis.features  # noqa: F401  (import torch before timing, as librosa is imported above)
+    from vocalis.data.prepare import prepare_from_config
+
+    cfg = {
+        "source": "folder",
+        "name": "bench",
+        "root": str(root),
+        "window_s": 3.0,
+        "hop_s": 1.5,
+        "features": {
+            "sample_rate": 32_000,
+            "n_fft": 1024,
+            "hop_length": 320,
+            "n_mels": 64,
+            "f_min": 50.0,
+            "f_max": 14_000.0,
+            "top_db": 80.0,
+        },
+        "split": {"val": 0.15, "test": 0.15, "seed": 0},
+        "prepare_workers": workers,
+        "chunk_size": 32,
+    }
+    t0 = time.perf_counter()
+    result = prepare_from_config(cfg, {"cache_dir": str(cache)})
+    seconds = time.perf_counter() - t0
+    return {
+        "clips": result.meta["n_clips"],
+        "windows": result.meta["n_windows"],
+        "seconds": seconds,
+        **_peak_rss_mib(),
+    }
+
+
+def _child(mode: str, root: Path, cache: Path, workers: int | None) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--child", mode, "--root", str(root), "--cache", str(cache)]
+    if workers:
+        cmd += ["--workers", str(workers)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    """Generate the set, run both sides in subprocesses, print the comparison."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--per-class", type=int, default=40, help="clips per class (8 classes)")
+    ap.add_argument("--workers", type=int, default=None, help="vocalis prepare workers (default: all cores)")
+    ap.add_argument("--child", choices=["baseline", "vocalis"], help=argparse.SUPPRESS)
+    ap.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        res = (
+            run_baseline(args.root)
+            if args.child == "baseline"
+            else run_vocalis(args.root, args.cache, args.workers)
+        )
+        print(json.dumps(res))
+        return
+
+    from vocalis.data.synthetic import SynthSpec, generate
+
+    with tempfile.TemporaryDirectory(prefix="bench-prepare-") as tmp:
+        root = generate(Path(tmp) / "set", SynthSpec(classes=8, per_class=args.per_class, seed=123))
+        base = _child("baseline", root, Path(tmp) / "unused", None)
+        ours = _child("vocalis", root, Path(tmp) / "cache", args.workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"data preparation: {base['clips']} clips (1-5 s, 16-48 kHz, WAV/FLAC), {cores} CPU cores")
+    print(f"{'':22s} {'seconds':>8s} {'clips/s':>9s} {'peak RSS MiB':>13s} {'worker peak MiB':>16s}")
+    for name, r in (("seed (librosa loop)", base), ("vocalis data prepare", ours)):
+        print(
+            f"{name:22s} {r['seconds']:8.2f} {r['clips'] / r['seconds']:9.1f} "
+            f"{r['peak_rss_mib']:13.0f} {r['peak_child_rss_mib']:16.0f}"
+        )
+    ratio = (ours["clips"] / ours["seconds"]) / (base["clips"] / base["seconds"])
+    print(f"throughput ratio vocalis / seed: {ratio:.1f}x  ({ours.get('windows', 0):.0f} windows cached)")
+
+
+if __name__ == "__main__":
+    main()
