@@ -112,9 +112,25 @@ class ServiceState:
         self.metrics = metrics
         self.predictor: Any = None
         self.store: PredictionStore | None = None
-        self.limiter = anyio.CapacityLimiter(settings.inference_concurrency)
+        self.concurrency, self.threads = resolve_parallelism(settings)
+        self.limiter = anyio.CapacityLimiter(self.concurrency)
         self.reload_lock = asyncio.Lock()
         self.loaded_at: datetime | None = None
+
+
+def resolve_parallelism(settings: Settings) -> tuple[int, int]:
+    """How many predictions run at once and with how many onnxruntime threads each.
+
+    By default one prediction per CPU core, each single-threaded: measured on a 2-core machine, two
+    single-threaded sessions serve about 1.5x the requests of one two-threaded session, whose intra-op
+    threads spin and wait on each other under load (docs/benchmarks.md, Serving).
+    """
+    from vocalis.inference import default_threads
+
+    cores = default_threads()
+    concurrency = settings.inference_concurrency or cores
+    threads = settings.threads or max(1, cores // concurrency)
+    return concurrency, threads
 
 
 def load_predictor(settings: Settings) -> Any:
@@ -127,7 +143,7 @@ def load_predictor(settings: Settings) -> Any:
             f"{model_dir}: not a model artifact (needs model.onnx and model.json); "
             "set VOCALIS_MODEL_DIR or pass --model"
         )
-    return Predictor.from_dir(model_dir, threads=settings.threads)
+    return Predictor.from_dir(model_dir, threads=resolve_parallelism(settings)[1])
 
 
 def card_dict(predictor: Any) -> dict[str, Any]:
@@ -324,10 +340,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _publish_model(state)
         metrics.model_loads.labels("ok").inc()
         log.info(
-            "serving model %s (%d classes) from %s",
+            "serving model %s (%d classes) from %s: %d prediction(s) at a time, %d ORT thread(s) each",
             state.predictor.version,
             len(state.predictor.classes),
             settings.model_dir,
+            state.concurrency,
+            state.threads,
         )
         try:
             yield

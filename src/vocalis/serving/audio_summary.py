@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-#: samples analysed at most; a long recording is summarised from evenly spaced frames up to this budget
-_MAX_FRAMES = 256
+#: frames analysed at most: a recording of any length is summarised from this many evenly spaced frames
+_MAX_FRAMES = 64
 _N_FFT = 2048
 
 
@@ -34,7 +34,7 @@ class AudioSummary:
 def summarize(waveform: np.ndarray, sample_rate: int) -> AudioSummary:
     """Describe a mono float waveform: RMS level (dBFS), spectral centroid, bandwidth, peak frequency, ZCR.
 
-    The spectrum is the mean power spectrum of up to 256 Hann-windowed frames of 2048 samples spread evenly
+    The spectrum is the mean power spectrum of up to 64 Hann-windowed frames of 2048 samples spread evenly
     over the recording, so the cost is bounded whatever the duration.
     """
     x = np.asarray(waveform, dtype=np.float32).ravel()

@@ -37,12 +37,14 @@ class Settings(BaseSettings):
         default=None, description="Bearer token of the admin endpoints; unset disables them."
     )
     threads: int | None = Field(
-        default=None, gt=0, description="onnxruntime intra-op threads (None: runtime default)."
-    )
-    inference_concurrency: int = Field(
-        default=2,
+        default=None,
         gt=0,
-        description="Predictions run at the same time in one worker (the rest wait their turn).",
+        description="onnxruntime intra-op threads per prediction (None: CPU cores / inference_concurrency).",
+    )
+    inference_concurrency: int | None = Field(
+        default=None,
+        gt=0,
+        description="Predictions run at the same time in one worker (None: one per CPU core).",
     )
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; empty: off.")
     upload_dir: Path | None = Field(default=None, description="When set, every raw upload is stored here.")
@@ -54,7 +56,7 @@ class Settings(BaseSettings):
         # VOCALIS_ADMIN_TOKEN="" must disable the admin endpoints, not make "" a valid token
         return None if v in ("", None) else v
 
-    @field_validator("upload_dir", mode="before")
+    @field_validator("upload_dir", "threads", "inference_concurrency", mode="before")
     @classmethod
     def _empty_dir_is_none(cls, v: object) -> object:
         return None if v in ("", None) else v
