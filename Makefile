@@ -43,3 +43,12 @@ test: lint ## Lint, type-check and run every test (slow ones included)
 .PHONY: test-fast
 test-fast: sync ## Run the tests not marked slow
 	$(RUN) pytest -m "not slow" $(PYTEST_ARGS)
+
+.PHONY: serve
+serve: sync ## Serve a model over HTTP (MODEL=artifacts/demo, PORT=8000); web page at http://127.0.0.1:8000/
+	$(RUN) vocalis serve --model $(or $(MODEL),artifacts/demo) --host $(or $(HOST),127.0.0.1) --port $(or $(PORT),8000)
+
+.PHONY: loadtest
+loadtest: sync ## Locust load test of a local server (MODEL, USERS=8, DURATION=30s); CSV in loadtest-results/
+	RUN="$(RUN)" MODEL="$(or $(MODEL),artifacts/demo)" USERS="$(or $(USERS),8)" DURATION="$(or $(DURATION),30s)" \
+		bash tests/performance/run_loadtest.sh
