@@ -214,31 +214,36 @@ def _featurize(
 ) -> list[tuple[int, str | None]]:
     """Decode, cut and featurize a chunk of clips, writing rows into the memory-mapped features file.
 
-    Windows of all the chunk's clips are batched together (short clips give one or two windows each, so
-    per-clip calls would leave the featurizer mostly idle on call overhead).
+    Clips with a few overlapping windows go through :func:`clip_windows` (each STFT frame computed once);
+    the windows of the other clips are batched together across clips (short clips give one or two windows
+    each, so per-clip calls would leave the featurizer idle on call overhead). Both give the same numbers
+    as ``FFTLogMel.forward`` on the stacked windows.
     """
     import torch
+
+    from vocalis.data.featurize import clip_windows, shares_frames
 
     mm = np.load(features_path, mmap_mode="r+")
     net = _get_featurizer(features)
     w = spec.window_samples
+    share = shares_frames(net.params, w, spec.hop_samples)
     out: list[tuple[int, str | None]] = []
     batch: list[np.ndarray] = []
     rows: list[int] = []
 
-    def flush() -> None:
-        if not batch:
-            return
-        with torch.no_grad():
-            feats = net(torch.from_numpy(np.stack(batch)))[:, 0].numpy()
-        # rows of one chunk are consecutive unless a clip failed: write runs as slices
-        start = rows[0]
-        if rows[-1] - start == len(rows) - 1:
-            mm[start : start + len(rows)] = feats.astype(np.float16)
+    def write(first_row: int, row_ids: list[int] | None, feats: torch.Tensor) -> None:
+        values = feats.numpy().astype(np.float16)
+        if row_ids is None or row_ids[-1] - row_ids[0] == len(row_ids) - 1:
+            mm[first_row : first_row + len(values)] = values
         else:
-            mm[np.asarray(rows)] = feats.astype(np.float16)
-        batch.clear()
-        rows.clear()
+            mm[np.asarray(row_ids)] = values
+
+    def flush() -> None:
+        if batch:
+            with torch.no_grad():
+                write(rows[0], rows, net(torch.from_numpy(np.stack(batch)))[:, 0])
+            batch.clear()
+            rows.clear()
 
     for job in jobs:
         try:
@@ -252,17 +257,21 @@ def _featurize(
         # header frame counts (MP3 especially) can be off by a few samples: fix the length that the
         # window count was computed from, and zero-pad the last window
         need = max(job.num_samples, int(job.starts[-1]) + w)
-        if len(x) != need:
-            x = np.pad(x[: job.num_samples], (0, need - min(len(x), job.num_samples)))
-        for k, st in enumerate(job.starts.tolist()):
-            batch.append(x[st : st + w])
-            rows.append(job.row + k)
-            if len(batch) >= batch_size:
-                flush()
+        x = np.pad(x[: job.num_samples], (0, need - min(len(x), job.num_samples)))
+        if share:
+            for b in range(0, len(job.starts), batch_size):
+                with torch.no_grad():
+                    feats = clip_windows(net, x, job.starts[b : b + batch_size], w, job.num_samples)
+                write(job.row + b, None, feats)
+        else:
+            for k, st in enumerate(job.starts.tolist()):
+                batch.append(x[st : st + w])
+                rows.append(job.row + k)
+                if len(batch) >= batch_size:
+                    flush()
         out.append((job.clip_index, None))
     flush()
     mm.flush()
-    del mm
     return out
 
 
