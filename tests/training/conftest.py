@@ -20,8 +20,8 @@ def _overrides(root: Path) -> list[str]:
         "data.window_s=1.0",
         "data.hop_s=1.0",
         "data.prepare_workers=1",
-        "data.batch_size=16",
-        "trainer.max_epochs=4",
+        "data.batch_size=8",
+        "trainer.max_epochs=5",
         "callbacks=minimal",
         "logger=none",
     ]
@@ -38,7 +38,7 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_overrides(tiny_root: Path) -> list[str]:
     """Overrides that train on the tiny prepared set (add ``run_dir=`` and what the test varies)."""
     return _overrides(tiny_root)
