@@ -86,5 +86,5 @@ def test_an_existing_run_directory_is_never_overwritten(
 
 
 def test_resume_without_a_last_checkpoint_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="config.yaml"):
+    with pytest.raises(ConfigError, match=r"config\.yaml"):
         train(compose_config([f"resume={tmp_path}"]))

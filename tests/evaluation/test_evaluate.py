@@ -1,0 +1,99 @@
+"""``vocalis evaluate``: the same numbers as training's metrics.json, the report files, the rich table."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from vocalis.evaluation import classification_metrics
+from vocalis.evaluation.evaluate import evaluate_run
+from vocalis.training.config import compose_config
+from vocalis.training.train import TrainResult, train
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_root: Path, tiny_overrides: list[str]) -> TrainResult:
+    result = train(
+        compose_config([*tiny_overrides, "trainer.max_epochs=2", f"run_dir={tiny_root / 'runs' / 'eval'}"])
+    )
+    assert result is not None
+    return result
+
+
+def test_metrics_of_a_known_prediction() -> None:
+    import numpy as np
+
+    y = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.eye(3)[[0, 1, 1, 1, 2, 0]] * 0.8 + 0.2 / 3
+    m = classification_metrics(y, probs, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["per_class"]["b"] == {
+        "precision": pytest.approx(2 / 3),
+        "recall": 1.0,
+        "f1": pytest.approx(0.8),
+        "support": 2,
+    }
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+    assert m["balanced_accuracy"] == pytest.approx((0.5 + 1 + 0.5) / 3)
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert 0.5 < m["macro_auroc"] <= 1.0
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_the_runs_metrics_and_writes_the_report(
+    trained: TrainResult, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    result = evaluate_run(trained.run_dir, checkpoint="best", split="test", output_dir=out)
+    saved = json.loads((trained.run_dir / "metrics.json").read_text())
+    again = json.loads((out / "metrics.json").read_text())
+    for key in ("accuracy", "macro_f1", "balanced_accuracy", "macro_auroc", "per_class", "confusion_matrix"):
+        assert again[key] == saved[key], key  # same code, same checkpoint, same data: exactly equal
+    assert result.metrics["accuracy"] == saved["accuracy"]
+
+    import matplotlib.image
+
+    img = matplotlib.image.imread(out / "confusion_matrix.png")
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+
+    rows = list(csv.DictReader((out / "per_class.csv").open()))
+    assert [r["class"] for r in rows] == list(saved["per_class"])
+    wrong = list(csv.DictReader((out / "misclassified.csv").open()))
+    n_wrong = saved["n"] - sum(saved["confusion_matrix"][k][k] for k in range(len(rows)))
+    assert len(wrong) == n_wrong
+    if wrong:
+        assert {"path", "start_s", "end_s", "true", "pred_1", "prob_1", "pred_3"} <= set(wrong[0])
+        assert all(r["true"] != r["pred_1"] for r in wrong)
+
+
+@pytest.mark.slow
+def test_cli_table_shows_the_metrics_json_values(trained: TrainResult, tmp_path: Path) -> None:
+    from vocalis.cli import app
+
+    out = tmp_path / "cli"
+    res = CliRunner().invoke(
+        app,
+        ["evaluate", str(trained.run_dir), "--checkpoint", "last", "--split", "val", "--output", str(out)],
+    )
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["split"] == "val" and m["checkpoint"].endswith("last.ckpt")
+    assert f"{m['accuracy']:.4f}" in res.output and f"{m['macro_f1']:.4f}" in res.output
+    for name in m["per_class"]:
+        assert name in res.output
+
+
+def test_evaluate_a_missing_run_is_a_one_line_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "from vocalis.cli import main; main()", "evaluate", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert "run directory not found" in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
