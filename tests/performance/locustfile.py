@@ -3,7 +3,7 @@
     locust -f tests/performance/locustfile.py VocalisUser --headless -u 8 -r 8 -t 30s \
         -H http://127.0.0.1:8000 --csv reports/load
 
-``VocalisUser`` posts a recording to ``/v1/predict`` (the file in ``VOCALIS_LOAD_AUDIO``, else an 11.68 s
+``VocalisUser`` posts a recording to ``/v1/predict`` (the file in ``VOCALIS_LOAD_AUDIO``, else an 11.67 s
 synthetic call written in memory) and checks the answer. ``SeedUser`` re-creates the seed project's
 approach for comparison: the client computes a 64 x 1168 log-mel with librosa, sends it as JSON to
 ``/predict`` and gets a class index back (see benchmarks/bench_serving.py, which serves that endpoint).
@@ -20,7 +20,7 @@ import soundfile as sf
 from locust import FastHttpUser, constant, events, task
 
 SR = 32_000
-SECONDS = 11.68  # the seed's clip: 1168 frames at hop 320
+SECONDS = 11.67  # the seed's clip: 1 + 11.67 * 32000 / 320 = 1168 frames
 
 
 def _synthetic_call(seconds: float = SECONDS, sr: int = SR) -> np.ndarray:
