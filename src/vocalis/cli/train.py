@@ -86,6 +86,10 @@ def train_command(
 
     _quiet_console_logging()
     cfg = resolve_resume(compose_config(list(overrides or [])))
+    if cfg.get("hparams_search") and not cfg.get("resume"):
+        # `vocalis train hparams_search=optuna` is the same as `vocalis sweep`
+        _print_sweep(cfg)
+        return
     bar, progress = _progress_bar()
     with bar:
         cache = prepare_data(cfg, progress)
@@ -133,14 +137,18 @@ def sweep_command(
     is saved as SWEEP_DIR/best_config.yaml.
     """
     from vocalis.training.config import compose_config
-    from vocalis.training.sweep import run_sweep
 
     _quiet_console_logging()
     args = list(overrides or [])
     if not any(a.startswith("hparams_search=") for a in args):
         args.append("hparams_search=optuna")
-    cfg = compose_config(args)
-    result = run_sweep(cfg, args)
+    _print_sweep(compose_config(args))
+
+
+def _print_sweep(cfg: Any) -> None:
+    from vocalis.training.sweep import run_sweep
+
+    result = run_sweep(cfg)
     table = Table(title=f"sweep {result.study_name}: {cfg.hparams_search.metric}")
     table.add_column("trial", justify="right")
     table.add_column("state")

@@ -72,7 +72,7 @@ def suggest(trial: Any, key: str, spec: dict[str, Any]) -> Any:
     raise ConfigError(f"hparams_search.params.{key}.type: '{kind}' is not float, int or categorical")
 
 
-def run_sweep(cfg: DictConfig, overrides: list[str] | None = None) -> SweepResult:
+def run_sweep(cfg: DictConfig) -> SweepResult:
     """Run the study that ``cfg.hparams_search`` describes; returns the best trial and its config."""
     import optuna
 
