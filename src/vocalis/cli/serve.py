@@ -65,6 +65,11 @@ def serve(
         # the workers read their settings from the environment: pass the choice on that way
         os.environ["VOCALIS_MODEL_DIR"] = str(model)
     os.environ.setdefault("VOCALIS_LOG_LEVEL", log_level.upper())
+    if workers > 1 and not os.environ.get("VOCALIS_INFERENCE_CONCURRENCY"):
+        # the cores are shared by the workers: each runs cores / workers predictions at a time
+        from vocalis.inference import default_threads
+
+        os.environ["VOCALIS_INFERENCE_CONCURRENCY"] = str(max(1, default_threads() // workers))
     settings = Settings()
     if not (settings.model_dir / "model.onnx").is_file():
         raise ArtifactError(

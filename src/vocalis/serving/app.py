@@ -639,5 +639,14 @@ def _package_version() -> str:
 
 
 def app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory vocalis.serving.app:app_from_env`` (settings from the environment)."""
-    return create_app(Settings())
+    """Factory for ``uvicorn --factory vocalis.serving.app:app_from_env`` (settings from the environment).
+
+    Worker processes started by ``--workers N`` begin with no logging set up: configure it here so their
+    lines carry request ids too.
+    """
+    settings = Settings()
+    if not logging.getLogger().handlers:
+        from vocalis.serving.request_context import configure_logging
+
+        configure_logging(settings.log_level)
+    return create_app(settings)
