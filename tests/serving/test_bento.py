@@ -114,6 +114,16 @@ def test_bento_classify_batches_concurrent_requests(
     for r in responses:
         (item,) = r.json()
         assert item["label"] == expected and item["windows"] == 3
+    # adaptive batching merged concurrent requests: fewer batches than requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    batches = sum(
+        s.value
+        for family in text_string_to_metric_families(httpx.get(f"{bento_url}/metrics").text)
+        for s in family.samples
+        if s.name == "bentoml_service_adaptive_batch_size_count" and s.labels.get("method_name") == "classify"
+    )
+    assert 1 <= batches < len(responses)
     mixed = httpx.post(
         f"{bento_url}/classify",
         files=[
