@@ -6,9 +6,11 @@ run, each in its own subprocess so that its peak resident memory is its own:
 - baseline (the seed, re-created): for each file, ``librosa.load(path, sr=32000)`` (soxr_hq resampling),
   ``librosa.feature.melspectrogram`` (n_fft 1024, hop 320, 64 mels, 50-14000 Hz) and
   ``librosa.power_to_db(ref=np.max, top_db=80)``, one clip at a time, one process. It featurizes each
-  clip once as a whole, which is no more work than our overlapping 3 s windows.
+  clip once as a whole, which is about the same FFT work as our overlapping 3 s windows with shared
+  frames. Run twice: as is (numpy's BLAS may use every core for the mel projection, and spins when the
+  cores are busy) and with one BLAS thread (steadier on a shared machine).
 - vocalis: :func:`vocalis.data.prepare.prepare_from_config` into an empty cache directory: fingerprints,
-  splits, header pass, parallel decode + resample + window + LogMel, float16 memmap, manifest.
+  splits, header pass, parallel decode + resample + window + log-mel, float16 memmap, manifest.
 
 Timings exclude interpreter start-up and library imports on both sides (librosa's numba JIT is warmed on
 a tiny signal first); worker-process start-up is included for vocalis.
@@ -101,11 +103,17 @@ def run_vocalis(root: Path, cache: Path, workers: int | None) -> dict[str, float
     }
 
 
-def _child(mode: str, root: Path, cache: Path, workers: int | None) -> dict[str, float]:
+def _child(
+    mode: str, root: Path, cache: Path, workers: int | None, threads: int | None = None
+) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--child", mode, "--root", str(root), "--cache", str(cache)]
     if workers:
         cmd += ["--workers", str(workers)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    env = dict(os.environ)
+    if threads:  # BLAS/OpenMP threads of the child (numpy's matmul in librosa's mel projection)
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(threads)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -131,22 +139,30 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-prepare-") as tmp:
         root = generate(Path(tmp) / "set", SynthSpec(classes=8, per_class=args.per_class, seed=123))
+        load = os.getloadavg()[0]
         base = _child("baseline", root, Path(tmp) / "unused", None)
+        base1 = _child("baseline", root, Path(tmp) / "unused", None, threads=1)
         ours = _child("vocalis", root, Path(tmp) / "cache", args.workers)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"data preparation: {base['clips']} clips (1-5 s, 16-48 kHz, WAV/FLAC), {cores} CPU cores")
-    print(f"load average before: {os.getloadavg()[0]:.1f} (other processes share these cores)")
+    print(f"load average before: {load:.1f} (other processes share these cores)")
     cols = ("wall s", 7), ("clips/s", 8), ("CPU s", 7), ("peak RSS MiB", 13), ("worker peak MiB", 16)
     print(f"{'':22s} " + " ".join(f"{name:>{width}s}" for name, width in cols))
-    for name, r, kids in (("seed (librosa loop)", base, False), ("vocalis data prepare", ours, True)):
+    rows = (
+        ("seed (librosa loop)", base, False),
+        ("seed, 1 BLAS thread", base1, False),
+        ("vocalis data prepare", ours, True),
+    )
+    for name, r, kids in rows:
         worker = f"{r['peak_child_rss_mib']:16.0f}" if kids else f"{'-':>16s}"
         print(
             f"{name:22s} {r['seconds']:7.2f} {r['clips'] / r['seconds']:8.1f} {r['cpu_s']:7.2f} "
             f"{r['peak_rss_mib']:13.0f} {worker}"
         )
-    ratio = (ours["clips"] / ours["seconds"]) / (base["clips"] / base["seconds"])
-    cpu_ratio = base["cpu_s"] / ours["cpu_s"]
-    print(f"throughput ratio vocalis / seed: {ratio:.1f}x wall clock, {cpu_ratio:.1f}x per CPU second")
+    for name, b in (("seed", base), ("seed, 1 BLAS thread", base1)):
+        ratio = b["seconds"] / ours["seconds"] * ours["clips"] / b["clips"]
+        cpu_ratio = b["cpu_s"] / ours["cpu_s"]
+        print(f"throughput vocalis / {name}: {ratio:.1f}x wall clock, {cpu_ratio:.1f}x per CPU second")
     print(f"({ours.get('windows', 0):.0f} overlapping 3 s windows cached by vocalis)")
 
 

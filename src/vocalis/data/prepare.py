@@ -292,9 +292,9 @@ class _InlineExecutor(Executor):
 
 def _executor(workers: int) -> Executor:
     if workers <= 1:
-        import torch
-
-        torch.set_num_threads(max(1, _cpu_count()))
+        # one thread here too: the work comes in small per-clip pieces, where intra-op threads gain little
+        # and, on a shared machine, lose a lot to spinning
+        _init_worker(1)
         return _InlineExecutor()
     # fork: workers inherit the imported modules and the source object (no pickling of datasets); they
     # only ever use one torch thread, so an OpenMP pool the parent may hold is never entered in a child
