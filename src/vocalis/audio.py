@@ -150,6 +150,15 @@ def _check_header(snd: sf.SoundFile, name: str) -> AudioInfo:
 def info(source: AudioSource, *, name: str | None = None) -> AudioInfo:
     """Read a recording's header: sample rate, channels, frames, format."""
     label = _name_of(source, name)
+    if isinstance(source, str | Path):
+        # a path libsndfile opens itself: only the header is read, not the whole file
+        try:
+            snd = sf.SoundFile(str(source))
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+            pass  # MP3-in-WAV on older libsndfile, missing files...: the general path says why
+        else:
+            with snd:
+                return _check_header(snd, label)
     with _open(_read_bytes(source, label), label) as snd:
         return _check_header(snd, label)
 
