@@ -42,6 +42,7 @@ def librosa_logmel(y: np.ndarray, p: FeatureParams) -> np.ndarray:
     return librosa.power_to_db(s, ref=np.max, top_db=p.top_db)
 
 
+@pytest.mark.slow  # librosa's first call compiles numba kernels (~8 s)
 @pytest.mark.parametrize(
     "params",
     [FeatureParams(), FeatureParams(sample_rate=16_000, n_fft=512, hop_length=160, n_mels=40, f_max=8000.0)],
