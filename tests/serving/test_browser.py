@@ -51,6 +51,13 @@ def test_upload_shows_species_on_the_page(v1: str, artifact_dir: Path, tmp_path:
             shot = Path(os.environ.get("VOCALIS_SCREENSHOT", tmp_path / "page.png"))
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
+
+            # a file that is not audio: the page says why instead of failing silently
+            junk = tmp_path / "notes.wav"
+            junk.write_text("field notes, not audio\n" * 50)
+            page.set_input_files("#file-input", str(junk))
+            page.wait_for_selector("#status.error", timeout=10_000)
+            assert "unsupported_media" in page.inner_text("#status")
             assert errors == [], errors
             browser.close()
     finally:
