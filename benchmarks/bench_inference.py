@@ -92,10 +92,6 @@ def count_flops(module: torch.nn.Module, samples: int) -> float:
     return float(counter.get_total_flops())
 
 
-def windows_per_s(run: Callable[[np.ndarray], Any], batch: np.ndarray, min_time: float) -> float:
-    return len(batch) / timed(lambda: run(batch), min_time)
-
-
 def onnx_runner(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
     session = ort_session(path, threads)
     name = session.get_inputs()[0].name
@@ -109,6 +105,38 @@ def accuracy(run: Callable[[np.ndarray], Any], windows: AudioWindows | None) -> 
     return float(np.mean(probs.argmax(1) == windows.labels))
 
 
+def interleaved_best(calls: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+    """Best seconds per call of each function, timed round-robin: on cores shared with other jobs every
+    variant sees the same weather, and the best of ``rounds`` is the least disturbed."""
+    for fn in calls.values():
+        fn()  # warm-up: arenas, first-call graph work
+    best = dict.fromkeys(calls, float("inf"))
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best
+
+
+def sgemm_call(threads: int, n: int = 1536) -> tuple[Callable[[], Any], float]:
+    """An onnxruntime (MLAS) fp32 GEMM of n^3 and its FLOPs: timed among the variants for the peak."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "sgemm",
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in ("a", "b")],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
+    )
+    path = Path(tempfile.mkdtemp()) / "sgemm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    sess = ort_session(path, threads)
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    return (lambda: sess.run(None, {"a": a, "b": a})), 2.0 * n**3
+
+
 def bench_model(
     label: str,
     net: torch.nn.Module,
@@ -117,53 +145,30 @@ def bench_model(
     batch_size: int,
     tmp: Path,
     args: argparse.Namespace,
-    peak: float,
     test: AudioWindows | None,
     calibration: AudioWindows,
 ) -> list[dict[str, Any]]:
-    """Every variant of one model; returns table rows."""
+    """Every variant of one model, timed interleaved with the sgemm peak; returns table rows."""
     samples = round(window_s * features.sample_rate)
     module = WaveformClassifier(LogMel(features), net.eval()).eval()
     flops_total = count_flops(module, samples)
     flops_feat = count_flops(module.featurizer, samples)
     print(
-        f"\n## {label}: window {window_s} s = {samples} samples; FLOPs/window {flops_total / 1e9:.3f} G "
-        f"(featurizer {flops_feat / 1e9:.3f} G = {flops_feat / flops_total:.1%})"
+        f"\n## {label}: window {window_s} s = {samples} samples, batch {batch_size}; FLOPs/window "
+        f"{flops_total / 1e9:.3f} G (featurizer {flops_feat / 1e9:.3f} G = {flops_feat / flops_total:.1%})",
+        flush=True,
     )
     batch = synthetic_windows(batch_size, samples, features.sample_rate, seed=5).waveforms
-    rows: list[dict[str, Any]] = []
-
-    def add(variant: str, run: Callable[[np.ndarray], Any], path: Path | None, extra: str = "") -> float:
-        wps = windows_per_s(run, batch, args.min_time)
-        row = {
-            "model": label,
-            "variant": variant,
-            "windows_s": wps,
-            "gflops_s": wps * flops_total / 1e9,
-            "peak_frac": wps * flops_total / 1e9 / peak,
-            "size_mb": path.stat().st_size / 1e6 if path else None,
-            "accuracy": accuracy(run, test),
-            "note": extra,
-        }
-        rows.append(row)
-        acc = f"{row['accuracy']:.3f}" if row["accuracy"] is not None else "-"
-        size = f"{row['size_mb']:.2f} MB" if row["size_mb"] is not None else "-"
-        print(
-            f"  {variant:<22} {wps:9.1f} windows/s  {row['gflops_s']:7.1f} GFLOP/s  "
-            f"{row['peak_frac']:6.1%} of peak  size {size:>9}  acc {acc}  {extra}",
-            flush=True,
-        )
-        return wps
-
     torch.set_num_threads(args.threads)
+    runners: dict[str, tuple[Callable[[np.ndarray], Any], Path | None, str]] = {}
 
     @torch.inference_mode()
     def eager(x: np.ndarray) -> Any:
         return [t.numpy() for t in module(torch.from_numpy(x))]
 
-    ckpt_path = tmp / f"{label}.pt"
-    torch.save(module.state_dict(), ckpt_path)
-    eager_wps = add("pytorch eager", eager, ckpt_path, "state_dict size")
+    state_path = tmp / f"{label}.pt"
+    torch.save(module.state_dict(), state_path)
+    runners["pytorch eager"] = (eager, state_path, "size: state_dict")
     if args.compile:
         compiled = torch.compile(module)
 
@@ -171,26 +176,17 @@ def bench_model(
         def comp(x: np.ndarray) -> Any:
             return [t.numpy() for t in compiled(torch.from_numpy(x))]
 
-        add("pytorch compile", comp, None)
+        runners["pytorch compile"] = (comp, None, "")
 
     fp32 = export_onnx(module, samples, tmp / f"{label}.fp32.onnx")
-    fp32_wps = add("onnx fp32", onnx_runner(fp32, args.threads), fp32)
-    print(f"    onnx fp32 / pytorch eager = {fp32_wps / eager_wps:.2f}x")
+    runners["onnx fp32"] = (onnx_runner(fp32, args.threads), fp32, "")
     feat_path = export_onnx(_FeaturizerOnly(module.featurizer).eval(), samples, tmp / f"{label}.feat.onnx")
-    feat_wps = windows_per_s(onnx_runner(feat_path, args.threads), batch, args.min_time)
-    print(
-        f"  featurizer alone (onnx) {feat_wps:9.1f} windows/s -> "
-        f"{fp32_wps / feat_wps:.1%} of the fp32 model's time"
-    )
-    rows.append({"model": label, "variant": "featurizer share", "share": fp32_wps / feat_wps})
-
+    runners["featurizer only (onnx)"] = (onnx_runner(feat_path, args.threads), feat_path, "")
     tensor = featurizer_output(fp32)
     for fmt in ("qdq", "qoperator"):
         path = tmp / f"{label}.int8-{fmt}.onnx"
         quantize_model(fp32, path, featurizer_tensor=tensor, calibration=calibration, quant_format=fmt)
-        wps = add(f"onnx int8 ({fmt})", onnx_runner(path, args.threads), path)
-        print(f"    int8 {fmt} / fp32 = {wps / fp32_wps:.2f}x")
-
+        runners[f"onnx int8 {fmt}"] = (onnx_runner(path, args.threads), path, "")
     if args.prune:
         pruned_net = _copy(net)
         targets = [
@@ -203,12 +199,54 @@ def bench_model(
             torch.nn.utils.prune.remove(m, n)
         pmod = WaveformClassifier(LogMel(features), pruned_net.eval()).eval()
         ppath = export_onnx(pmod, samples, tmp / f"{label}.pruned50.onnx")
-        add(
-            "onnx fp32 pruned 50%",
+        runners["onnx fp32 pruned 50%"] = (
             onnx_runner(ppath, args.threads),
             ppath,
             f"sparsity {sparsity(pruned_net):.2f}",
         )
+
+    gemm, gemm_flops = sgemm_call(args.threads)
+    calls: dict[str, Callable[[], Any]] = {k: (lambda f=f: f(batch)) for k, (f, _, _) in runners.items()}
+    calls["sgemm"] = gemm
+    best = interleaved_best(calls, args.rounds)
+    peak = gemm_flops / best.pop("sgemm") / 1e9
+    print(f"  fp32 sgemm peak (onnxruntime MLAS, same rounds): {peak:.1f} GFLOP/s", flush=True)
+    rows: list[dict[str, Any]] = []
+    wps = {k: batch_size / t for k, t in best.items()}
+    for variant, (run, path, note) in runners.items():
+        if variant.startswith("featurizer"):
+            continue
+        flops = wps[variant] * flops_total / 1e9
+        row = {
+            "model": label,
+            "variant": variant,
+            "windows_s": wps[variant],
+            "gflops_s": flops,
+            "peak_gflops": peak,
+            "peak_frac": flops / peak,
+            "size_mb": path.stat().st_size / 1e6 if path else None,
+            "accuracy": accuracy(run, test),
+            "note": note,
+        }
+        rows.append(row)
+        acc = f"{row['accuracy']:.3f}" if row["accuracy"] is not None else "-"
+        size = f"{row['size_mb']:.2f} MB" if row["size_mb"] is not None else "-"
+        print(
+            f"  {variant:<22} {wps[variant]:8.1f} windows/s {flops:7.1f} GFLOP/s {flops / peak:6.1%} of peak "
+            f"size {size:>9} acc {acc} {note}",
+            flush=True,
+        )
+    share = wps["onnx fp32"] / wps["featurizer only (onnx)"]
+    ratios = {
+        "onnx fp32 / eager": wps["onnx fp32"] / wps["pytorch eager"],
+        "int8 qdq / fp32": wps["onnx int8 qdq"] / wps["onnx fp32"],
+        "int8 qoperator / fp32": wps["onnx int8 qoperator"] / wps["onnx fp32"],
+        "featurizer share of fp32 time": share,
+    }
+    if "pytorch compile" in wps:
+        ratios["compile / eager"] = wps["pytorch compile"] / wps["pytorch eager"]
+    print("  ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()), flush=True)
+    rows.append({"model": label, "ratios": ratios, "featurizer_windows_s": wps["featurizer only (onnx)"]})
     return rows
 
 
@@ -282,7 +320,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--run", type=Path, default=None, help="a trained demo run (compact) for accuracies")
     parser.add_argument("--minutes", type=float, default=60.0, help="length of the generated recording")
-    parser.add_argument("--min-time", type=float, default=3.0, help="seconds of timing per variant")
+    parser.add_argument("--rounds", type=int, default=12, help="round-robin timing rounds (best-of)")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile")
     parser.add_argument("--no-prune", dest="prune", action="store_false", help="skip the pruned variant")
     parser.add_argument(
@@ -300,7 +338,6 @@ def main() -> None:
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (other jobs share these cores)")
     peak_d = matmul_peak(args.threads)
-    peak = max(peak_d.values())
     print("fp32 sgemm 2048^3 (GFLOP/s): " + ", ".join(f"{k} {v:.1f}" for k, v in peak_d.items()))
     params = FeatureParams()
     results: dict[str, Any] = {"threads": args.threads, "peak_gflops": peak_d, "rows": [], "predict": {}}
@@ -324,11 +361,11 @@ def main() -> None:
                     window_samples=w, limit=128, seed=1,
                 )  # fmt: skip
                 calibration_demo = cal if len(cal) else calibration_demo
-                nets["compact"] = (loaded.net, loaded.window_s, 32, classes)
+                nets["compact"] = (loaded.net, loaded.window_s, 16, classes)
             else:
-                nets["compact"] = (build_model("compact", 10, 64, 301), 3.0, 32, [f"c{i}" for i in range(10)])
+                nets["compact"] = (build_model("compact", 10, 64, 301), 3.0, 16, [f"c{i}" for i in range(10)])
         if "resnet34" in models:
-            nets["resnet34"] = (build_model("resnet34", 32, 64, 1168), 11.67, 8, [f"s{i}" for i in range(32)])
+            nets["resnet34"] = (build_model("resnet34", 32, 64, 1168), 11.67, 2, [f"s{i}" for i in range(32)])
         for name, (net, window_s, bs, _classes) in nets.items():
             cal = (
                 calibration_demo
@@ -336,7 +373,7 @@ def main() -> None:
                 else synthetic_windows(16, round(window_s * params.sample_rate), params.sample_rate, seed=9)
             )
             results["rows"] += bench_model(
-                name, net, params, window_s, bs, tmp, args, peak, test if name == "compact" else None, cal
+                name, net, params, window_s, bs, tmp, args, test if name == "compact" else None, cal
             )
         if args.predict:
             seconds = args.minutes * 60

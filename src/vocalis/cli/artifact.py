@@ -59,6 +59,11 @@ def export(
     finetune_epochs: int = typer.Option(
         0, "--finetune-epochs", help="Fine-tune on cached features after pruning."
     ),
+    featurizer: str = typer.Option(
+        "factored",
+        "--featurizer",
+        help="Log-mel in the graph: factored (faster DFT) or conv (LogMel verbatim).",
+    ),
     name: str | None = typer.Option(None, "--name", help="Model name in the card (default: the run's name)."),
 ) -> None:
     """Export a trained run to ONNX (featurizer inside) with a model card, after parity and graph checks."""
@@ -79,6 +84,7 @@ def export(
             prune_structured=prune_structured,
             finetune_epochs=finetune_epochs,
             name=name,
+            featurizer=featurizer,
             calibration_audio=calibration_audio,
         )
     card, parity = result.card, result.parity
@@ -142,7 +148,7 @@ def predict(
     hop: float | None = typer.Option(
         None, "--hop", help="Seconds between window starts (default: the card's)."
     ),
-    batch_size: int = typer.Option(32, "--batch-size", help="Windows per inference batch."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Windows per inference batch."),
     threads: int | None = typer.Option(
         None, "--threads", help="Inference threads (default: all CPUs available)."
     ),
@@ -157,8 +163,8 @@ def predict(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from vocalis import audio
     from vocalis.inference import Predictor
+    from vocalis.inference.predictor import read_header
     from vocalis.inference.writers import FORMATS, PredictionWriter, errors_path, find_inputs, write_errors
 
     if fmt not in FORMATS:
@@ -175,7 +181,7 @@ def predict(
     readable: list[Path] = []
     for f in files:
         try:
-            durations[f] = audio.info(f).duration
+            durations[f] = read_header(f).duration
             readable.append(f)
         except VocalisError as exc:
             errors.append((str(f), getattr(exc, "reason", str(exc))))

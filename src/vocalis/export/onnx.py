@@ -62,7 +62,7 @@ class WaveformClassifier(nn.Module):
     lets quantization leave them in float.
     """
 
-    def __init__(self, featurizer: LogMel, net: nn.Module) -> None:
+    def __init__(self, featurizer: nn.Module, net: nn.Module) -> None:
         super().__init__()
         self.featurizer = featurizer
         self.net = net
@@ -73,8 +73,22 @@ class WaveformClassifier(nn.Module):
         return torch.softmax(logits, dim=-1), logits
 
 
-def build_classifier(loaded: LoadedNetwork) -> WaveformClassifier:
-    """The exported module for a loaded network, in eval mode."""
+FEATURIZER_GRAPHS = ("factored", "conv")
+
+
+def build_classifier(loaded: LoadedNetwork, featurizer: str = "conv") -> WaveformClassifier:
+    """The exported module for a loaded network, in eval mode.
+
+    ``featurizer="conv"`` puts :class:`LogMel` itself in front of the network (the reference the parity
+    check compares against); ``"factored"`` puts :class:`~vocalis.export.featurizer.FactoredLogMel`, the
+    same function computed with a factored DFT (1.7x faster in onnxruntime), when ``n_fft`` allows.
+    """
+    from vocalis.export.featurizer import FactoredLogMel, can_factor
+
+    if featurizer not in FEATURIZER_GRAPHS:
+        raise ConfigError(f"featurizer: choose one of {FEATURIZER_GRAPHS}, got '{featurizer}'")
+    if featurizer == "factored" and can_factor(loaded.features):
+        return WaveformClassifier(FactoredLogMel(loaded.features), loaded.net).eval()
     return WaveformClassifier(LogMel(loaded.features), loaded.net).eval()
 
 
@@ -309,6 +323,7 @@ def export_artifact(
     finetune_epochs: int = 0,
     parity_tol: float = PARITY_TOL,
     name: str | None = None,
+    featurizer: str = "factored",
     calibration_audio: str | Path | None = None,
     calibration: AudioWindows | None = None,
 ) -> ExportResult:
@@ -332,6 +347,8 @@ def export_artifact(
         finetune_epochs: epochs of fine-tuning on the cached training features after pruning.
         parity_tol: max |Δprob| allowed between onnxruntime (fp32) and PyTorch.
         name: the model's name in the card (default: the run directory's name).
+        featurizer: how the graph computes the log-mel: ``factored`` (a factored DFT, faster) or ``conv``
+            (:class:`LogMel` verbatim); either way parity is checked against the PyTorch model with LogMel.
         calibration_audio: a folder (or file) of recordings to calibrate int8 on instead of the run's
             training windows.
         calibration: calibration windows given directly (overrides both).
@@ -361,7 +378,9 @@ def export_artifact(
             cache_dir=cache_dir,
         )
 
-    module = build_classifier(loaded)
+    reference_module = build_classifier(loaded, "conv")  # LogMel itself: what training computed
+    module = build_classifier(loaded, featurizer)
+    optimization["featurizer_graph"] = type(module.featurizer).__name__
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
@@ -371,7 +390,7 @@ def export_artifact(
         check_model(fp32_path)
         windows = parity_windows(loaded, cache_dir)
         session = ort_session(fp32_path)
-        reference = torch_probabilities(module, windows.waveforms)
+        reference = torch_probabilities(reference_module, windows.waveforms)
         parity = parity_report(reference, onnx_probabilities(session, windows.waveforms))
         parity.update(tolerance=parity_tol, n_windows=len(windows), windows=windows.source)
         log.info("fp32 parity: %s", parity)
