@@ -58,7 +58,7 @@ def compose_config(overrides: list[str]) -> Any:
         with initialize_config_module(config_module="vocalis.configs", version_base="1.3"):
             return compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(f"config: {exc}") from None
+        raise ConfigError(f"config: {' '.join(str(exc).split())}") from None
 
 
 @data_app.command(
@@ -83,7 +83,9 @@ def prepare(
         data_cfg = OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True)
         paths_cfg = OmegaConf.to_container(cfg.paths, resolve=True)
     except Exception as exc:  # a missing mandatory value (data.root=???) and the like
-        raise ConfigError(f"config: {exc}") from None
+        key = getattr(exc, "full_key", None)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config: {key + ': ' if key else ''}{first}") from None
     if not isinstance(data_cfg, dict) or not isinstance(paths_cfg, dict):
         raise ConfigError("config: the data and paths groups must be mappings")
     tasks: dict[str, Any] = {}
