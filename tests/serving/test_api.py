@@ -184,6 +184,17 @@ def test_odd_but_valid_audio_is_accepted(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
+    ("fmt", "subtype"), [("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III"), ("FLAC", "PCM_24"), ("WAV", "ULAW")]
+)
+def test_compressed_formats_are_accepted(client: TestClient, fmt: str, subtype: str) -> None:
+    r = post(client, encode(tone(2.0, sr=44_100), 44_100, fmt, subtype), f"call.{fmt.lower()}")
+    assert r.status_code == 200, r.text
+    # MP3 encoders pad the stream: the duration is right to within one MP3 frame (1152 samples, 26 ms)
+    assert r.json()["duration_s"] == pytest.approx(2.0, abs=0.03)
+    assert r.json()["sample_rate"] == 44_100
+
+
+@pytest.mark.parametrize(
     "form",
     [
         {"top_k": 0},
