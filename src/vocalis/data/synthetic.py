@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 SAMPLE_RATES = (16_000, 22_050, 32_000, 44_100, 48_000)
 #: Written next to the clips; a tree whose ``synth.json`` matches the request is not generated again.
 SPEC_FILE = "synth.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 _Event = Callable[[np.random.Generator, int], np.ndarray]
 
@@ -37,6 +37,11 @@ _Event = Callable[[np.random.Generator, int], np.ndarray]
 def _tone(freq: np.ndarray, sr: int) -> np.ndarray:
     """A sinusoid following an instantaneous-frequency track (Hz per sample)."""
     return np.sin(2 * np.pi * np.cumsum(freq) / sr)
+
+
+def _fast_len(n: int) -> int:
+    """A power of two >= n: FFT noise shaping at arbitrary (often prime-rich) lengths is very slow."""
+    return 1 << max(0, n - 1).bit_length()
 
 
 def _envelope(n: int, attack: float = 0.1) -> np.ndarray:
@@ -126,11 +131,12 @@ def _grunt(rng: np.random.Generator, sr: int) -> np.ndarray:
     n = int(rng.uniform(0.3, 0.7) * sr)
     t = np.arange(n) / sr
     # band-limited noise (300-1000 Hz) gated at a pulse rate of 10-20 Hz
-    spec = np.fft.rfft(rng.standard_normal(n))
-    f = np.fft.rfftfreq(n, 1 / sr)
+    m = _fast_len(n)
+    spec = np.fft.rfft(rng.standard_normal(m))
+    f = np.fft.rfftfreq(m, 1 / sr)
     lo = rng.uniform(250, 400)
     spec[(f < lo) | (f > lo + rng.uniform(500, 800))] = 0
-    band = np.fft.irfft(spec, n)
+    band = np.fft.irfft(spec, m)[:n]
     gate = np.clip(np.sin(2 * np.pi * rng.uniform(10, 20) * t), 0, None) ** 2
     return band / (np.abs(band).max() + 1e-9) * gate * _envelope(n, 0.1)
 
@@ -151,10 +157,11 @@ CALL_TYPES: dict[str, _Event] = {
 def _background(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """Ocean-like noise: a random mix of white and 1/f-coloured noise, unit RMS."""
     white = rng.standard_normal(n)
-    spec = np.fft.rfft(rng.standard_normal(n))
-    f = np.fft.rfftfreq(n, 1 / sr)
+    m = _fast_len(n)
+    spec = np.fft.rfft(rng.standard_normal(m))
+    f = np.fft.rfftfreq(m, 1 / sr)
     spec /= np.maximum(f, 20.0) ** rng.uniform(0.3, 1.0)
-    coloured = np.fft.irfft(spec, n)
+    coloured = np.fft.irfft(spec, m)[:n]
     coloured /= coloured.std() + 1e-12
     mix = rng.uniform(0.2, 0.8)
     noise = mix * white + (1 - mix) * coloured
