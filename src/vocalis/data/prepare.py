@@ -351,16 +351,14 @@ def prepare_from_config(
     key = cache_key(settings, source, clips)
     log.info("listed, fingerprinted and split %d clips in %.2f s", len(clips), time.perf_counter() - t0)
     out_dir = cache_root / f"{settings.name}-{key[:12]}"
-    if not force and (out_dir / "cache.json").exists():
-        try:
-            cache = FeatureCache.open(out_dir)
-            if cache.hash == key:
-                log.info("cache is current: %s", out_dir)
-                cache.seconds = time.perf_counter() - t0
-                return cache
-        except Exception as exc:
-            log.warning("%s: unusable cache, rebuilding (%s)", out_dir, exc)
-    cache = _build(settings, source, clips, key, out_dir, progress)
+    if not force and _complete(out_dir, key):
+        log.info("cache is current: %s", out_dir)
+        cache = FeatureCache.open(out_dir)
+        cache.seconds = time.perf_counter() - t0
+        return cache
+    if out_dir.exists():
+        log.warning("%s: incomplete or stale cache directory, rebuilding", out_dir)
+    cache = _build(settings, source, clips, key, out_dir, progress, force)
     cache.seconds = time.perf_counter() - t0
     return cache
 
@@ -372,6 +370,7 @@ def _build(
     key: str,
     out_dir: Path,
     progress: ProgressFn | None,
+    force: bool = False,
 ) -> FeatureCache:
     from numpy.lib.format import open_memmap
 
@@ -460,9 +459,12 @@ def _build(
         if len(kept) != len(jobs_meta):
             _compact(feat_path, kept, fp.n_mels, n_frames, settings.chunk_size)
         _write_metadata(tmp, settings, source, clips, kept, skipped, key, spec, headers)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        if not force and _complete(out_dir, key):  # another run finished the same cache meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            if out_dir.exists():  # an incomplete or foreign leftover under our name
+                shutil.rmtree(out_dir)
+            os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -471,6 +473,14 @@ def _build(
     if cache.meta["n_windows"] == 0:
         raise DatasetError(f"{out_dir}: no clip could be decoded; see {out_dir / 'skipped.csv'}")
     return cache
+
+
+def _complete(directory: Path, key: str) -> bool:
+    """Whether ``directory`` holds a complete cache for ``key``."""
+    try:
+        return FeatureCache.open(directory).hash == key
+    except Exception:
+        return False
 
 
 def _compact(
