@@ -148,7 +148,9 @@ def predict(
     hop: float | None = typer.Option(
         None, "--hop", help="Seconds between window starts (default: the card's)."
     ),
-    batch_size: int = typer.Option(16, "--batch-size", help="Windows per inference batch."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Windows per inference batch (default: ~24 s of audio, at most 16)."
+    ),
     threads: int | None = typer.Option(
         None, "--threads", help="Inference threads (default: all CPUs available)."
     ),
