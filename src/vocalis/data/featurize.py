@@ -1,58 +1,18 @@
-"""The featurizer as data preparation runs it: :class:`vocalis.features.LogMel` through an FFT.
+"""Featurizing the overlapping windows of one clip with :class:`vocalis.features.LogMel`, each frame once.
 
-``LogMel.forward`` computes the STFT as a convolution with a DFT basis, because that exports to ONNX as a
-plain ``Conv``. On a CPU that costs ``n_fft x bins`` multiply-adds per frame (about 0.9 M at the defaults),
-where an FFT needs a few tens of thousands: for bulk preparation of a dataset the FFT is several times
-faster. :class:`FFTLogMel` *is* a ``LogMel`` (same parameters, same mel basis, same dB reference and
-floor); only the STFT is computed by ``torch.stft``. The two agree to float32 rounding (the tests bound the
-difference at 1e-3 dB), so the cache holds what the exported model computes.
+Windows that overlap (3 s windows every 1.5 s) share most of their STFT frames: :func:`clip_windows`
+computes the clip's power spectrum once with ``LogMel.power`` and recomputes only the frames at each
+window's edges, where the window's own zero padding shows. The mel projection and the dB conversion are
+LogMel's own (``mel_basis``, ``to_db``), so the result is ``LogMel()(stacked windows)`` to float rounding
+(the tests bound the difference at 1e-3 dB).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
 
 from vocalis.features import FeatureParams, LogMel
-from vocalis.mel import mel_filterbank
-
-
-class FFTLogMel(LogMel):
-    """``LogMel`` with the STFT computed by ``torch.stft`` (for preparation; not for ONNX export)."""
-
-    window: torch.Tensor
-
-    def __init__(self, params: FeatureParams | None = None) -> None:
-        super().__init__(params)
-        p = self.params
-        mel = mel_filterbank(p.sample_rate, p.n_fft, p.n_mels, p.f_min, p.f_max)
-        used = np.flatnonzero(mel.sum(axis=0) > 0)
-        self.lo = int(used[0])
-        # periodic Hann, as in LogMel's basis
-        hann = 0.5 - 0.5 * np.cos(2 * math.pi * np.arange(p.n_fft) / p.n_fft)
-        self.register_buffer("window", torch.tensor(hann, dtype=torch.float32), persistent=False)
-
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Log-mel ``[B, 1, n_mels, frames]`` of ``[B, samples]``, as ``LogMel.forward`` computes it."""
-        p = self.params
-        spec = torch.stft(
-            waveform,
-            n_fft=p.n_fft,
-            hop_length=p.hop_length,
-            window=self.window,
-            center=True,
-            pad_mode="constant",
-            return_complex=True,
-        )  # [B, n_fft // 2 + 1, frames]
-        spec = spec[:, self.lo : self.lo + self.n_bins]
-        power = spec.real.square() + spec.imag.square()
-        mel = torch.matmul(self.mel_basis, power)
-        db = 10.0 * torch.log10(torch.clamp(mel, min=p.amin))
-        peak = torch.amax(db, dim=(1, 2), keepdim=True)
-        db = torch.clamp(db - peak, min=-p.top_db)
-        return db.unsqueeze(1)
 
 
 def shares_frames(params: FeatureParams, window_samples: int, hop_samples: int) -> bool:
@@ -62,7 +22,7 @@ def shares_frames(params: FeatureParams, window_samples: int, hop_samples: int) 
 
 
 def clip_windows(
-    net: FFTLogMel, x: np.ndarray, starts: np.ndarray, window_samples: int, num_samples: int | None = None
+    net: LogMel, x: np.ndarray, starts: np.ndarray, window_samples: int, num_samples: int | None = None
 ) -> torch.Tensor:
     """Log-mels ``[n, n_mels, frames]`` of the windows ``x[s : s + window_samples]`` for ``s`` in ``starts``.
 
@@ -85,17 +45,14 @@ def clip_windows(
     real_end = end if num_samples is None else min(end, num_samples)
     seg_len = min(end, real_end + half) - s0
     seg = torch.from_numpy(np.ascontiguousarray(x[s0 : s0 + seg_len], dtype=np.float32))
-    spec = torch.stft(
-        seg[None], n_fft, hop, window=net.window, center=True, pad_mode="constant", return_complex=True
-    )[0, net.lo : net.lo + net.n_bins]
+    power = net.power(seg[None])[0]  # [bins, frames]
     total = (end - s0) // hop + 1
-    floor_db = 10.0 * math.log10(p.amin)
-    clip_db = torch.full((p.n_mels, total), floor_db)
-    m = min(spec.shape[1], total)
-    power = spec.real[:, :m].square() + spec.imag[:, :m].square()
-    clip_db[:, :m] = 10.0 * torch.log10(torch.clamp(torch.matmul(net.mel_basis, power), min=p.amin))
+    # frames past the clip's end hold only zeros: their mel power stays exactly zero
+    clip_mel = torch.zeros(p.n_mels, total)
+    m = min(power.shape[1], total)
+    clip_mel[:, :m] = torch.matmul(net.mel_basis, power[:, :m])
     step = (int(starts[1]) - s0) // hop if len(starts) > 1 else 1
-    db = clip_db.unfold(1, n_frames, step)[:, : len(starts)].permute(1, 0, 2).contiguous()  # [n, mels, F]
+    mel = clip_mel.unfold(1, n_frames, step)[:, : len(starts)].permute(1, 0, 2).contiguous()  # [n, mels, F]
     # frames whose span [hop*j - half, hop*j + half) leaves the window see its zero padding
     edge = [j for j in range(n_frames) if hop * j - half < 0 or hop * j + half > w]
     padded = torch.zeros(len(starts), w + 2 * half)
@@ -105,6 +62,5 @@ def clip_windows(
     frames = torch.stack([padded[:, hop * j : hop * j + n_fft] for j in edge], dim=1) * net.window
     espec = torch.fft.rfft(frames, dim=-1)[..., net.lo : net.lo + net.n_bins]  # [n, n_edge, bins]
     emel = torch.matmul(espec.real.square() + espec.imag.square(), net.mel_basis.T)  # [n, n_edge, mels]
-    db[:, :, edge] = 10.0 * torch.log10(torch.clamp(emel, min=p.amin)).transpose(1, 2)
-    peak = torch.amax(db, dim=(1, 2), keepdim=True)
-    return db.sub_(peak).clamp_(min=-p.top_db)
+    mel[:, :, edge] = emel.transpose(1, 2)
+    return net.to_db(mel)

@@ -175,10 +175,9 @@ def _get_featurizer(features: dict[str, Any]) -> Any:
     global _featurizer, _featurizer_key
     key = json.dumps(features, sort_keys=True)
     if _featurizer is None or key != _featurizer_key:
-        from vocalis.data.featurize import FFTLogMel
-        from vocalis.features import FeatureParams
+        from vocalis.features import FeatureParams, LogMel
 
-        _featurizer = FFTLogMel(FeatureParams.from_dict(features)).eval()
+        _featurizer = LogMel(FeatureParams.from_dict(features)).eval()
         _featurizer_key = key
     return _featurizer
 
@@ -217,7 +216,7 @@ def _featurize(
     Clips with a few overlapping windows go through :func:`clip_windows` (each STFT frame computed once);
     the windows of the other clips are batched together across clips (short clips give one or two windows
     each, so per-clip calls would leave the featurizer idle on call overhead). Both give the same numbers
-    as ``FFTLogMel.forward`` on the stacked windows.
+    as ``LogMel.forward`` on the stacked windows.
     """
     import torch
 
