@@ -62,7 +62,7 @@ def export(
     featurizer: str = typer.Option(
         "factored",
         "--featurizer",
-        help="Log-mel in the graph: factored (faster DFT) or conv (LogMel verbatim).",
+        help="Log-mel in the graph: factored (faster DFT) or logmel (LogMel verbatim).",
     ),
     name: str | None = typer.Option(None, "--name", help="Model name in the card (default: the run's name)."),
 ) -> None:

@@ -1,11 +1,12 @@
 """The featurizer as it goes into the ONNX graph: LogMel's function with a factored DFT.
 
 :class:`vocalis.features.LogMel` (the one definition, used by training) computes the short-time Fourier
-transform as one strided convolution with an ``n_bins x n_fft`` DFT basis: ``n_fft * n_bins`` multiply-adds
-per frame, 85-90 % of the demo model's inference time. :class:`FactoredLogMel` computes the same numbers
-with one Cooley-Tukey step written as matrix products (``n_fft = n1 * n2``: ``n2`` DFTs of length ``n1``,
-twiddle factors, ``n1`` DFTs of length ``n2``, only the output rows that hold used bins), which is about
-``n_fft / (n1 + n2)`` fewer operations and 1.7x faster in onnxruntime at the default parameters.
+transform with ``torch.stft``, which exports to the ONNX ``STFT`` operator (an earlier LogMel used a strided
+convolution with an ``n_bins x n_fft`` DFT basis). Measured here, onnxruntime's STFT kernel is about as slow
+as that convolution, and the featurizer was 80-90 % of the demo model's inference time.
+:class:`FactoredLogMel` computes the same numbers with one Cooley-Tukey step written as matrix products
+(``n_fft = n1 * n2``: ``n2`` DFTs of length ``n1``, twiddle factors, ``n1`` DFTs of length ``n2``, only the
+output rows that hold used bins), which onnxruntime runs 1.6-2x faster than either.
 
 Frames are gathered as whole blocks of ``gcd(n_fft, hop)`` samples (a Gather of rows, not of single
 samples). Everything after the power spectrum is LogMel's code path, with LogMel's own mel matrix.

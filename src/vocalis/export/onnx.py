@@ -73,13 +73,13 @@ class WaveformClassifier(nn.Module):
         return torch.softmax(logits, dim=-1), logits
 
 
-FEATURIZER_GRAPHS = ("factored", "conv")
+FEATURIZER_GRAPHS = ("factored", "logmel")
 
 
-def build_classifier(loaded: LoadedNetwork, featurizer: str = "conv") -> WaveformClassifier:
+def build_classifier(loaded: LoadedNetwork, featurizer: str = "logmel") -> WaveformClassifier:
     """The exported module for a loaded network, in eval mode.
 
-    ``featurizer="conv"`` puts :class:`LogMel` itself in front of the network (the reference the parity
+    ``featurizer="logmel"`` puts :class:`LogMel` itself in front of the network (the reference the parity
     check compares against); ``"factored"`` puts :class:`~vocalis.export.featurizer.FactoredLogMel`, the
     same function computed with a factored DFT (1.7x faster in onnxruntime), when ``n_fft`` allows.
     """
@@ -347,8 +347,9 @@ def export_artifact(
         finetune_epochs: epochs of fine-tuning on the cached training features after pruning.
         parity_tol: max |Δprob| allowed between onnxruntime (fp32) and PyTorch.
         name: the model's name in the card (default: the run directory's name).
-        featurizer: how the graph computes the log-mel: ``factored`` (a factored DFT, faster) or ``conv``
-            (:class:`LogMel` verbatim); either way parity is checked against the PyTorch model with LogMel.
+        featurizer: how the graph computes the log-mel: ``factored`` (a factored DFT, faster) or
+            ``logmel`` (:class:`LogMel` verbatim); either way parity is checked against the PyTorch model
+            with LogMel.
         calibration_audio: a folder (or file) of recordings to calibrate int8 on instead of the run's
             training windows.
         calibration: calibration windows given directly (overrides both).
@@ -378,7 +379,7 @@ def export_artifact(
             cache_dir=cache_dir,
         )
 
-    reference_module = build_classifier(loaded, "conv")  # LogMel itself: what training computed
+    reference_module = build_classifier(loaded, "logmel")  # LogMel itself: what training computed
     module = build_classifier(loaded, featurizer)
     optimization["featurizer_graph"] = type(module.featurizer).__name__
     out = Path(out_dir)
