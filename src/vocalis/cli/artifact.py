@@ -96,7 +96,8 @@ def export(
         f"{len(card.classes)}: {', '.join(card.classes[:8])}{' ...' if len(card.classes) > 8 else ''}",
     )
     table.add_row(
-        "input", f"waveform [batch, {card.window_samples}] = {card.window_s:g} s at {card.sample_rate} Hz"
+        "input",
+        escape(f"waveform [batch, {card.window_samples}] = {card.window_s:g} s at {card.sample_rate} Hz"),
     )
     table.add_row(
         "fp32 parity",
