@@ -38,7 +38,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from vocalis.export.featurizer import FactoredLogMel  # noqa: E402
 from vocalis.export.onnx import WaveformClassifier, export_onnx, featurizer_output, ort_session  # noqa: E402
 from vocalis.export.prune import sparsity  # noqa: E402
 from vocalis.export.quantize import quantize_model  # noqa: E402
@@ -152,7 +151,9 @@ def bench_model(
     """Every variant of one model, timed interleaved with the sgemm peak; returns table rows."""
     samples = round(window_s * features.sample_rate)
     module = WaveformClassifier(LogMel(features), net.eval()).eval()  # LogMel itself, as training runs it
-    fmodule = WaveformClassifier(FactoredLogMel(features), net).eval()  # the graph `vocalis export` writes
+    fmodule = WaveformClassifier(
+        LogMel(features, stft="matmul"), net
+    ).eval()  # the graph `vocalis export` writes
     flops = {"logmel": count_flops(module, samples), "factored": count_flops(fmodule, samples)}
     feat = {
         "logmel": count_flops(module.featurizer, samples),
@@ -211,7 +212,7 @@ def bench_model(
         )
         for m, n in targets:
             torch.nn.utils.prune.remove(m, n)
-        pmod = WaveformClassifier(FactoredLogMel(features), pruned_net.eval()).eval()
+        pmod = WaveformClassifier(LogMel(features, stft="matmul"), pruned_net.eval()).eval()
         ppath = export_onnx(pmod, samples, tmp / f"{label}.pruned50.onnx")
         runners["onnx fp32 pruned 50%"] = (
             onnx_runner(ppath, args.threads),

@@ -17,7 +17,6 @@ import torch
 
 from vocalis.errors import ArtifactError
 from vocalis.export.card import ModelCard
-from vocalis.export.featurizer import FactoredLogMel
 from vocalis.export.onnx import build_classifier, export_artifact, featurizer_output
 from vocalis.export.windows import AudioWindows, cache_windows
 from vocalis.features import FeatureParams, LogMel
@@ -64,7 +63,7 @@ def test_card_fields_and_metadata(fp32_artifact: Path, trained_run: Path) -> Non
     assert (card["sample_rate"], card["window_s"], card["hop_s"]) == (16_000, 1.0, 0.5)
     assert card["features"]["n_mels"] == 32 and card["features"]["f_max"] == 7500.0
     assert card["architecture"] == "compact" and card["quantization"] is None and card["onnx_opset"] == 18
-    assert card["optimization"]["featurizer_graph"] == "FactoredLogMel"
+    assert card["optimization"]["featurizer_graph"] == "LogMel(stft=matmul)"
     run_metrics = json.loads((trained_run / "metrics.json").read_text())
     assert card["metrics"]["accuracy"] == pytest.approx(run_metrics["test/acc"])
     assert card["cache_hash"] == "0123456789ab" and card["git_commit"] == "deadbeef"
@@ -186,10 +185,10 @@ def test_run_without_optional_files(trained_run: Path, tmp_path: Path) -> None:
         FeatureParams(sample_rate=44_100, n_fft=2048, hop_length=441, n_mels=128, f_max=20_000.0),
     ],
 )
-def test_factored_featurizer_computes_logmel(params: FeatureParams) -> None:
-    """The graph's featurizer and LogMel agree within 0.01 dB on noise, silence, a loud click and a pure
-    tone (both are float32 sums in a different order: measured ~2e-5 dB near 0 dB, up to 2.5e-3 dB in the
-    cells 80 dB below a click's peak)."""
+def test_matmul_stft_computes_what_the_fft_does(params: FeatureParams) -> None:
+    """LogMel's two STFT forms (matmul in the graph, fft in training) agree within 0.01 dB on noise, silence,
+    a loud click and a pure tone (both are float32 sums in a different order: measured ~2e-5 dB near 0 dB,
+    up to 2.5e-3 dB in the cells 80 dB below a click's peak)."""
     n = params.sample_rate  # one second
     rng = np.random.default_rng(0)
     t = np.arange(n) / params.sample_rate
@@ -203,6 +202,6 @@ def test_factored_featurizer_computes_logmel(params: FeatureParams) -> None:
     ).astype(np.float32)
     with torch.no_grad():
         ref = LogMel(params)(torch.from_numpy(x))
-        got = FactoredLogMel(params)(torch.from_numpy(x))
+        got = LogMel(params, stft="matmul")(torch.from_numpy(x))
     assert got.shape == ref.shape
     assert float((got - ref).abs().max()) <= 1e-2

@@ -59,10 +59,10 @@ def export(
     finetune_epochs: int = typer.Option(
         0, "--finetune-epochs", help="Fine-tune on cached features after pruning."
     ),
-    featurizer: str = typer.Option(
-        "factored",
-        "--featurizer",
-        help="Log-mel in the graph: factored (faster DFT) or logmel (LogMel verbatim).",
+    stft: str = typer.Option(
+        "matmul",
+        "--stft",
+        help="How LogMel in the graph computes its STFT: matmul (faster in onnxruntime) or fft (STFT op).",
     ),
     name: str | None = typer.Option(None, "--name", help="Model name in the card (default: the run's name)."),
 ) -> None:
@@ -84,7 +84,7 @@ def export(
             prune_structured=prune_structured,
             finetune_epochs=finetune_epochs,
             name=name,
-            featurizer=featurizer,
+            stft=stft,
             calibration_audio=calibration_audio,
         )
     card, parity = result.card, result.parity
