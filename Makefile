@@ -21,9 +21,26 @@ sync: uv ## Create .venv from uv.lock (all extras and dev tools)
 	$(UV) sync --locked --all-extras
 
 .PHONY: demo
-demo: sync ## Run the main job on the embedded synthetic data
+demo: sync ## The main job on the embedded synthetic data: synth, prepare, train, export, predict
 	$(RUN) vocalis data synth data/synthetic
 	$(RUN) vocalis data prepare
+	@# the demo's run and artifact are rebuilt each time; your own runs get unique directories
+	rm -rf runs/demo artifacts/demo
+	$(RUN) vocalis train experiment=demo run_dir=runs/demo
+	$(RUN) vocalis export runs/demo -o artifacts/demo
+	$(RUN) python -m vocalis.inference.longfile data/long/demo-20min.wav --minutes 20 --from data/synthetic
+	$(RUN) vocalis predict artifacts/demo data/long/demo-20min.wav -o predictions/demo-20min.csv --min-conf 0.5
+	@echo "first detections (predictions/demo-20min.csv):"
+	@head -n 8 predictions/demo-20min.csv
+	@echo "outputs: runs/demo (run), artifacts/demo (model), predictions/demo-20min.csv; next: make serve"
+
+.PHONY: data
+data: sync ## Prepare the feature cache of the default data set (dvc repro runs the same stage)
+	$(RUN) vocalis data prepare
+
+.PHONY: docs
+docs: sync ## Build the documentation site into site/
+	$(RUN) mkdocs build --strict
 
 .PHONY: lint
 lint: sync ## ruff check + ruff format --check + mypy
@@ -39,6 +56,13 @@ format: sync ## Apply ruff's fixes and formatting
 .PHONY: test
 test: lint ## Lint, type-check and run every test (slow ones included)
 	$(RUN) pytest $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: sync ## Run every benchmark (prints figures; see docs/benchmarks.md)
+	$(RUN) python benchmarks/bench_prepare.py
+	$(RUN) python benchmarks/bench_train.py
+	$(RUN) python benchmarks/bench_inference.py
+	$(RUN) python benchmarks/bench_serving.py
 
 .PHONY: test-fast
 test-fast: sync ## Run the tests not marked slow
