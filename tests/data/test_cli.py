@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vocalis.cli import app
-from vocalis.cli.data import compose_config
+from vocalis.configs import compose_config
 from vocalis.errors import ConfigError
 
 runner = CliRunner()

@@ -44,23 +44,6 @@ def synth(
     )
 
 
-def compose_config(overrides: list[str]) -> Any:
-    """Compose the packaged Hydra config (``vocalis.configs``) with command-line overrides."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from vocalis.errors import ConfigError
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(config_module="vocalis.configs", version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(f"config: {' '.join(str(exc).split())}") from None
-
-
 @data_app.command(
     "prepare",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
@@ -75,6 +58,7 @@ def prepare(
     from omegaconf import OmegaConf
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from vocalis.configs import compose_config
     from vocalis.data.prepare import prepare_from_config
     from vocalis.errors import ConfigError
 
