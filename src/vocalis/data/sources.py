@@ -16,29 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vocalis.audio import AUDIO_EXTENSIONS
 from vocalis.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
 
-#: File name endings taken as audio in folder trees (case-insensitive). Anything else (README, CSV,
-#: images, ``synth.json``) is ignored, not reported as a bad recording.
-AUDIO_EXTENSIONS = frozenset(
-    {
-        ".wav",
-        ".wave",
-        ".flac",
-        ".ogg",
-        ".oga",
-        ".mp3",
-        ".aif",
-        ".aiff",
-        ".aifc",
-        ".au",
-        ".w64",
-        ".caf",
-        ".opus",
-    }
-)
 SPLITS = ("train", "val", "test")
 
 

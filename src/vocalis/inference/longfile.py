@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 
 from vocalis import audio
-from vocalis.inference.writers import AUDIO_EXTENSIONS
+from vocalis.audio import AUDIO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+from vocalis.audio import AUDIO_EXTENSIONS
 from vocalis.inference.predictor import FilePrediction
 
 FORMATS = ("csv", "json", "raven")
@@ -36,29 +37,6 @@ RAVEN_COLUMNS = [
     "Confidence",
     "Begin File",
 ]
-#: what a folder is searched for; files named explicitly are always tried, whatever their extension
-AUDIO_EXTENSIONS = frozenset(
-    [
-        ".wav",
-        ".wave",
-        ".flac",
-        ".ogg",
-        ".oga",
-        ".opus",
-        ".mp3",
-        ".aif",
-        ".aiff",
-        ".aifc",
-        ".au",
-        ".snd",
-        ".caf",
-        ".w64",
-        ".rf64",
-        ".sd2",
-        ".mat",
-        ".voc",
-    ]
-)
 
 
 def find_inputs(

@@ -1,12 +1,11 @@
-"""Fixtures: a tiny synthetic dataset prepared by the real data stage, and the overrides that train on it."""
+"""Fixtures shared by the training, model and evaluation tests: a tiny synthetic data set prepared by the
+real data stage, and the overrides that train on it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("lightning")
 
 
 def _overrides(root: Path) -> list[str]:
@@ -30,6 +29,7 @@ def _overrides(root: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project root whose tiny synthetic set and feature cache are already prepared."""
+    pytest.importorskip("lightning")
     from vocalis.training.config import compose_config
     from vocalis.training.train import prepare_data
 
