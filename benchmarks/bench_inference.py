@@ -404,7 +404,12 @@ def main() -> None:
             )
             for name, (net, window_s, _bs, classes) in nets.items():
                 # through the real exporter: the same graph, card and checks as `vocalis export`
-                art = _artifact_from_net(net, name, classes, window_s, tmp)
+                if name == "compact" and args.run:
+                    from vocalis.export.onnx import export_artifact
+
+                    art = export_artifact(args.run, tmp / "artifact-run").directory
+                else:
+                    art = _artifact_from_net(net, name, classes, window_s, tmp)
                 card = json.loads((art / "model.json").read_text())
                 r = predict_long(art, rec, seconds, args.threads, tmp)
                 r.update(window_s=card["window_s"], hop_s=card["hop_s"])
