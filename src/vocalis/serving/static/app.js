@@ -33,7 +33,7 @@ async function loadModel() {
       ["classes", classes.join(", ")], ["sample rate", card.sample_rate + " Hz"],
       ["window / hop", `${card.window_s} s / ${card.hop_s} s`],
       ["metrics", Object.entries(card.metrics || {}).filter(([, v]) => typeof v === "number")
-        .map(([k, v]) => `${k} ${Number.isInteger(v) ? v : v.toFixed(3)}`).join(" · ") || "–"],
+        .map(([k, v]) => `${k} ${k === "n" ? v : v.toFixed(3)}`).join(" · ") || "–"],
       ["quantization", card.quantization || "none"], ["created", card.created || "–"],
       ["git commit", card.git_commit || "–"],
     ];
