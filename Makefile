@@ -14,7 +14,11 @@ help: ## List the targets
 
 .PHONY: uv
 uv: ## Install uv with pip if it is missing
-	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	@# plain pip first; a system Python that refuses it (PEP 668) gets a user install instead
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 \
+		|| $(PYTHON) -m pip install --quiet uv 2>/dev/null \
+		|| $(PYTHON) -m pip install --quiet --user uv 2>/dev/null \
+		|| $(PYTHON) -m pip install --quiet --user --break-system-packages uv
 
 .PHONY: sync
 sync: uv ## Create .venv from uv.lock (all extras and dev tools)
