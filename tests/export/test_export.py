@@ -17,8 +17,8 @@ import torch
 
 from vocalis.errors import ArtifactError
 from vocalis.export.card import ModelCard
+from vocalis.export.check_windows import AudioWindows, cache_windows
 from vocalis.export.onnx import build_classifier, export_artifact, featurizer_output
-from vocalis.export.windows import AudioWindows, cache_windows
 from vocalis.features import FeatureParams, LogMel
 from vocalis.training.checkpoint import load_network
 

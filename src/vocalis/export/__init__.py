@@ -7,7 +7,8 @@ nothing outside the artifact computes features. Submodules:
 - :mod:`vocalis.export.onnx`: :func:`~vocalis.export.onnx.export_artifact`, the core of ``vocalis export``;
 - :mod:`vocalis.export.quantize`: int8 static quantization behind an accuracy gate;
 - :mod:`vocalis.export.prune`: magnitude pruning with optional fine-tuning on cached features;
-- :mod:`vocalis.export.windows`: real audio windows from a run's feature cache (parity, calibration, gate).
+- :mod:`vocalis.export.check_windows`: real audio windows from a run's feature cache (parity,
+  calibration, the int8 gate).
 
 This package module imports nothing heavy, so ``vocalis.export.card`` stays torch-free.
 """

@@ -36,7 +36,7 @@ from torch import nn
 from vocalis import __version__
 from vocalis.errors import ArtifactError, ConfigError
 from vocalis.export.card import CARD_FILE, MODEL_FILE, ModelCard
-from vocalis.export.windows import (
+from vocalis.export.check_windows import (
     AudioWindows,
     cache_windows,
     folder_windows,

@@ -29,7 +29,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from vocalis.errors import ArtifactError, ConfigError
-from vocalis.export.windows import AudioWindows, cache_windows
+from vocalis.export.check_windows import AudioWindows, cache_windows
 from vocalis.training.checkpoint import LoadedNetwork
 
 log = logging.getLogger(__name__)
