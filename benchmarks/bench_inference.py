@@ -60,17 +60,11 @@ def timed(fn: Callable[[], Any], min_time: float, min_reps: int = 3) -> float:
     return best
 
 
-def matmul_peak(threads: int, n: int = 2048) -> dict[str, float]:
-    """fp32 GEMM throughput (GFLOP/s) on ``threads`` threads with torch, numpy and onnxruntime (MLAS, the
-    library the ONNX models run on): the best of the three is the machine's measured matmul peak."""
+def sgemm_session(n: int, threads: int) -> Any:
+    """An onnxruntime session of one fp32 ``[n, n] @ [n, n]`` MatMul (inputs ``a`` and ``b``)."""
     import onnx
     from onnx import TensorProto, helper
 
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    t_torch = timed(lambda: torch.mm(a, b), 2.0)
-    an, bn = a.numpy(), b.numpy()
-    t_np = timed(lambda: an @ bn, 2.0)
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["a", "b"], ["c"])],
         "sgemm",
@@ -79,7 +73,18 @@ def matmul_peak(threads: int, n: int = 2048) -> dict[str, float]:
     )
     path = Path(tempfile.mkdtemp()) / "sgemm.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
-    sess = ort_session(path, threads)
+    return ort_session(path, threads)
+
+
+def matmul_peak(threads: int, n: int = 2048) -> dict[str, float]:
+    """fp32 GEMM throughput (GFLOP/s) on ``threads`` threads with torch, numpy and onnxruntime (MLAS, the
+    library the ONNX models run on): the best of the three is the machine's measured matmul peak."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    t_torch = timed(lambda: torch.mm(a, b), 2.0)
+    an, bn = a.numpy(), b.numpy()
+    t_np = timed(lambda: an @ bn, 2.0)
+    sess = sgemm_session(n, threads)
     t_ort = timed(lambda: sess.run(None, {"a": an, "b": bn}), 2.0)
     flops = 2 * n**3
     return {"torch": flops / t_torch / 1e9, "numpy": flops / t_np / 1e9, "onnxruntime": flops / t_ort / 1e9}
@@ -121,18 +126,8 @@ def interleaved_best(calls: dict[str, Callable[[], Any]], rounds: int) -> dict[s
 
 def sgemm_call(threads: int, n: int = 1536) -> tuple[Callable[[], Any], float]:
     """An onnxruntime (MLAS) fp32 GEMM of n^3 and its FLOPs: timed among the variants for the peak."""
-    import onnx
-    from onnx import TensorProto, helper
 
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["a", "b"], ["c"])],
-        "sgemm",
-        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in ("a", "b")],
-        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
-    )
-    path = Path(tempfile.mkdtemp()) / "sgemm.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
-    sess = ort_session(path, threads)
+    sess = sgemm_session(n, threads)
     a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
     return (lambda: sess.run(None, {"a": a, "b": a})), 2.0 * n**3
 
