@@ -38,14 +38,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from vocalis.contracts.checkpoint import network_hparams, save_checkpoint  # noqa: E402
+from vocalis.contracts.runtime import onnx_session  # noqa: E402
 from vocalis.export.check_windows import AudioWindows, cache_windows, synthetic_windows  # noqa: E402
-from vocalis.export.onnx import WaveformClassifier, export_onnx, featurizer_output, ort_session  # noqa: E402
+from vocalis.export.onnx import WaveformClassifier, export_onnx, featurizer_output  # noqa: E402
 from vocalis.export.prune import sparsity  # noqa: E402
 from vocalis.export.quantize import quantize_model  # noqa: E402
 from vocalis.features import FeatureParams, LogMel  # noqa: E402
 from vocalis.inference.longfile import write_long_recording  # noqa: E402
 from vocalis.models import build_model  # noqa: E402
-from vocalis.training.checkpoint import load_network  # noqa: E402
+from vocalis.models.checkpoint import load_network  # noqa: E402
 
 
 def timed(fn: Callable[[], Any], min_time: float, min_reps: int = 3) -> float:
@@ -73,7 +75,7 @@ def sgemm_session(n: int, threads: int) -> Any:
     )
     path = Path(tempfile.mkdtemp()) / "sgemm.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
-    return ort_session(path, threads)
+    return onnx_session(path, threads)
 
 
 def matmul_peak(threads: int, n: int = 2048) -> dict[str, float]:
@@ -98,7 +100,7 @@ def count_flops(module: torch.nn.Module, samples: int) -> float:
 
 
 def onnx_runner(path: Path, threads: int) -> Callable[[np.ndarray], Any]:
-    session = ort_session(path, threads)
+    session = onnx_session(path, threads)
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})
 
@@ -309,22 +311,15 @@ def _artifact_from_net(
     """Export a (random-weight) network through the real exporter, via a checkpoint of the run contract."""
     from vocalis.export.onnx import export_artifact
 
-    params = FeatureParams()
-    hp = {
-        "model_name": name,
-        "classes": classes,
-        "features": params.to_dict(),
-        "window_s": window_s,
-        "hop_s": window_s if name != "compact" else window_s / 2,
-        "n_mels": params.n_mels,
-        "n_frames": params.n_frames(round(window_s * params.sample_rate)),
-    }
-    run = tmp / f"run-{name}"
-    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}, "hyper_parameters": hp},
-        run / "checkpoints" / "best.ckpt",
+    hp = network_hparams(
+        model_name=name,
+        classes=classes,
+        features=FeatureParams(),
+        window_s=window_s,
+        hop_s=window_s if name != "compact" else window_s / 2,
     )
+    run = tmp / f"run-{name}"
+    save_checkpoint(run / "checkpoints" / "best.ckpt", net.state_dict(), hp)
     return export_artifact(run, tmp / f"artifact-{name}").directory
 
 

@@ -47,7 +47,9 @@ def run_baseline(root: Path) -> dict[str, float]:
     import librosa
     import numpy as np
 
-    files = sorted(p for p in root.rglob("*") if p.suffix in (".wav", ".flac"))
+    from vocalis.contracts.discovery import find_audio_files
+
+    files = find_audio_files(root)
     warm = librosa.feature.melspectrogram(y=np.zeros(32_000, np.float32), sr=32_000)  # numba JIT
     librosa.power_to_db(warm, ref=np.max, top_db=80)
     before = _usage()["cpu_s"]

@@ -49,8 +49,9 @@ def build_models(work: Path, arch: str) -> tuple[Path, Path]:
     """Export one network twice: the vocalis artifact (waveform in) and the seed-style ONNX (log-mel in)."""
     import torch
 
+    from vocalis.contracts.checkpoint import network_hparams, save_checkpoint
+    from vocalis.contracts.features import FeatureParams
     from vocalis.export.onnx import export_artifact
-    from vocalis.features import FeatureParams
     from vocalis.models import build_model
 
     params = FeatureParams()  # the seed's featurizer: 32 kHz, n_fft 1024, hop 320, 64 mels, 50-14000 Hz
@@ -62,21 +63,10 @@ def build_models(work: Path, arch: str) -> tuple[Path, Path]:
     classes = [f"species_{i:02d}" for i in range(N_CLASSES)]
     net = build_model(arch, N_CLASSES, params.n_mels, n_frames).eval()
     run = work / "run"
-    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-    hparams = {
-        "model_name": arch,
-        "model_kwargs": {},
-        "classes": classes,
-        "features": params.to_dict(),
-        "window_s": window_s,
-        "hop_s": hop_s,
-        "n_mels": params.n_mels,
-        "n_frames": n_frames,
-    }
-    torch.save(
-        {"hyper_parameters": hparams, "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}},
-        run / "checkpoints" / "best.ckpt",
+    hparams = network_hparams(
+        model_name=arch, classes=classes, features=params, window_s=window_s, hop_s=hop_s
     )
+    save_checkpoint(run / "checkpoints" / "best.ckpt", net.state_dict(), hparams)
     artifact = work / "artifact"
     export_artifact(run, artifact, name=f"bench-{arch}")
     seed_onnx = work / "seed_network.onnx"
@@ -221,6 +211,8 @@ def serve_seed(onnx_path: str, port: int) -> None:
     import uvicorn
     from fastapi import Body, FastAPI
 
+    # the reference system's own set-up (onnxruntime's defaults), not vocalis' session builder: this is the
+    # baseline being compared against
     session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     app = FastAPI()
 

@@ -34,7 +34,7 @@ class PerItemWindows(CachedWindows):
 def open_cache(cache_dir: str | None, root: Path) -> Any:
     """The cache at ``cache_dir``, or the demo's synthetic cache under ``root`` (prepared when missing)."""
     if cache_dir:
-        from vocalis.data.cache import FeatureCache
+        from vocalis.contracts.cache import FeatureCache
 
         return FeatureCache.open(cache_dir)
     from vocalis.training.config import compose_config

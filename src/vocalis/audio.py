@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from vocalis.errors import VocalisError
+from vocalis.errors import AudioDecodeError as AudioDecodeError  # the error type of this module
 
 log = logging.getLogger(__name__)
 
@@ -36,26 +36,9 @@ AudioSource = str | Path | bytes | BinaryIO
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 768_000
 
-#: File name endings taken as audio when a folder is searched (case-insensitive): what libsndfile reads.
-#: Anything else (README, CSV, images) is ignored, not reported as a bad recording; a file named explicitly
-#: is always tried, whatever its ending.
-AUDIO_EXTENSIONS = frozenset(
-    {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd"}
-    | {".caf", ".w64", ".rf64", ".sd2", ".voc"}
-)
-
 _WAVE_FORMAT_MPEGLAYER3 = 0x0055
 _WAVE_FORMAT_MPEG = 0x0050
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
-
-
-class AudioDecodeError(VocalisError, ValueError):
-    """A recording could not be turned into audio. ``str(err)`` is ``"<file>: <reason>"``."""
-
-    def __init__(self, source: str, reason: str) -> None:
-        self.source = source
-        self.reason = reason
-        super().__init__(f"{source}: {reason}")
 
 
 @dataclass(frozen=True)

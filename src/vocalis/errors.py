@@ -25,3 +25,17 @@ class CacheError(VocalisError):
 
 class ArtifactError(VocalisError):
     """A model artifact (model.onnx + model.json) is missing, malformed or fails a check."""
+
+
+class AudioDecodeError(VocalisError, ValueError):
+    """A recording could not be turned into audio. ``str(err)`` is ``"<file>: <reason>"``."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
+class AudioTooShortError(AudioDecodeError):
+    """A recording holds too little audio to be featurized at all (see
+    :func:`vocalis.contracts.windows.require_featurizable`)."""

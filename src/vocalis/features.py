@@ -1,9 +1,11 @@
 """THE featurizer: waveform -> log-mel spectrogram, defined once as a torch module.
 
 Data preparation, training and the exported ONNX model all run this module, so what the model learned
-on is exactly what it sees in production. The defaults are the seed's: 32 kHz, n_fft 1024, hop 320,
-64 mel bands from 50 to 14000 Hz, power converted to dB relative to the maximum of each window with an
-80 dB floor (``librosa.power_to_db(S, ref=np.max, top_db=80)``).
+on is exactly what it sees in production. Its parameters are
+:class:`~vocalis.contracts.features.FeatureParams` (torch-free, re-exported here); the defaults are the
+reference recipe's: 32 kHz, n_fft 1024, hop 320, 64 mel bands from 50 to 14000 Hz, power converted to dB
+relative to the maximum of each window with an 80 dB floor
+(``librosa.power_to_db(S, ref=np.max, top_db=80)``).
 
 The short-time Fourier transform is that of ``librosa.stft(center=True, pad_mode="constant")`` with a
 periodic Hann window, computed one of two ways that give the same numbers (to float32 rounding, tested):
@@ -19,53 +21,13 @@ Everything else (the bins kept, the mel basis, the dB conversion) is one code pa
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from vocalis.contracts.features import FeatureParams as FeatureParams  # the parameters LogMel takes
 from vocalis.mel import mel_filterbank
-
-
-@dataclass(frozen=True)
-class FeatureParams:
-    """Parameters of the log-mel featurizer. Stored in the feature cache and in every model card."""
-
-    sample_rate: int = 32_000
-    n_fft: int = 1024
-    hop_length: int = 320
-    n_mels: int = 64
-    f_min: float = 50.0
-    f_max: float = 14_000.0
-    top_db: float = 80.0
-    amin: float = 1e-10
-
-    def __post_init__(self) -> None:
-        if self.f_max > self.sample_rate / 2:
-            raise ValueError(
-                f"f_max={self.f_max} Hz is above the Nyquist frequency {self.sample_rate / 2} Hz"
-            )
-        if not 0 <= self.f_min < self.f_max:
-            raise ValueError(f"need 0 <= f_min < f_max, got f_min={self.f_min}, f_max={self.f_max}")
-        if self.hop_length <= 0 or self.n_fft <= 0 or self.n_mels <= 0:
-            raise ValueError("n_fft, hop_length and n_mels must be positive")
-
-    def n_frames(self, num_samples: int) -> int:
-        """Frames produced for a waveform of ``num_samples`` (centred frames, as librosa)."""
-        return 1 + num_samples // self.hop_length
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict, for JSON files and model cards."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FeatureParams:
-        """Build from a dict, ignoring keys this version does not know."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
 
 STFT_KINDS = ("fft", "matmul")
 
@@ -84,7 +46,7 @@ class LogMel(nn.Module):
     weight in every band).
 
     Args:
-        params: the featurizer parameters (defaults: the seed's).
+        params: the featurizer parameters (defaults: the reference recipe's).
         stft: ``"fft"`` (``torch.stft``) or ``"matmul"`` (a factored DFT as matrix products, for the ONNX
             graph: ``n_fft = n1 * n2`` (1024 = 32 x 32), each frame read as an ``[n2, n1]`` matrix, ``n2``
             DFTs of length ``n1`` in one matmul, twiddle factors, then ``n1`` DFTs of length ``n2`` that

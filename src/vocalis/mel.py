@@ -1,7 +1,7 @@
 """Mel filterbank in numpy (Slaney mel scale and area normalisation, as ``librosa.filters.mel``).
 
-Kept apart from :mod:`vocalis.features` so that code without torch (the serving process computes
-drift summaries, benchmarks build baselines) can use the same filterbank.
+numpy only: the filterbank is a constant that :class:`vocalis.features.LogMel` turns into a buffer, and the
+tests compare it with librosa's without building the torch module.
 """
 
 from __future__ import annotations

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from data_support import make_cfg, write_clip, write_tree
 
-from vocalis.data.cache import MANIFEST_COLUMNS, FeatureCache
+from vocalis.contracts.cache import MANIFEST_COLUMNS, FeatureCache
+from vocalis.contracts.windows import WindowSpec
 from vocalis.data.prepare import prepare_from_config
 from vocalis.errors import CacheError, ConfigError, DatasetError
 from vocalis.features import FeatureParams, LogMel
-from vocalis.windows import WindowSpec
 
 
 def test_folder_cache_layout_and_contents(tree: Path, tmp_path: Path) -> None:
@@ -138,11 +138,17 @@ def test_a_file_that_fails_after_its_header_is_skipped_and_rows_compacted(tmp_pa
     assert np.all(np.asarray(cache.features).max(axis=(1, 2)) == 0)  # no empty (all-zero) rows left
 
 
-def test_too_short_clips_are_skipped(tmp_path: Path) -> None:
+def test_short_clips_are_padded_and_only_empty_ones_skipped(tmp_path: Path) -> None:
+    """The one short-audio rule: a 10 ms click is one zero-padded window; an empty file is skipped."""
+    import soundfile as sf
+
     root = write_tree(tmp_path / "t", classes=2, per_class=3, bad=False)
     write_clip(root / "class0" / "tiny.wav", 0.01)
+    sf.write(root / "class1" / "empty.wav", np.zeros(0, np.float32), 16_000)
     cache = prepare_from_config(make_cfg(root=str(root)), {"cache_dir": str(tmp_path / "c")})
-    assert cache.skipped["reason"].str.startswith("too short").tolist() == [True]
+    assert [Path(f).name for f in cache.skipped["file"]] == ["empty.wav"]
+    tiny = cache.manifest[cache.manifest["path"].str.endswith("tiny.wav")]
+    assert len(tiny) == 1 and tiny["end_s"].iloc[0] == pytest.approx(0.01, abs=1e-4)
 
 
 def test_nothing_decodable_and_bad_config_raise_typed_errors(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from vocalis.contracts.windows import WindowSpec
 from vocalis.data.prepare import window_starts
-from vocalis.windows import WindowSpec
 
 
 def test_counts_starts_and_bounds() -> None:

@@ -15,12 +15,12 @@ import pytest
 import soundfile as sf
 import torch
 
+from vocalis.contracts.card import ModelCard
 from vocalis.errors import ArtifactError
-from vocalis.export.card import ModelCard
 from vocalis.export.check_windows import AudioWindows, cache_windows
 from vocalis.export.onnx import build_classifier, export_artifact, featurizer_output
 from vocalis.features import FeatureParams, LogMel
-from vocalis.training.checkpoint import load_network
+from vocalis.models.checkpoint import load_network
 
 #: stated tolerances: fp32 ONNX vs PyTorch, int8 ONNX vs fp32 ONNX (max |Δprob| over classes and windows)
 FP32_TOL = 1e-4
@@ -65,7 +65,7 @@ def test_card_fields_and_metadata(fp32_artifact: Path, trained_run: Path) -> Non
     assert card["architecture"] == "compact" and card["quantization"] is None and card["onnx_opset"] == 18
     assert card["optimization"]["featurizer_graph"] == "LogMel(stft=matmul)"
     run_metrics = json.loads((trained_run / "metrics.json").read_text())
-    assert card["metrics"]["accuracy"] == pytest.approx(run_metrics["test/acc"])
+    assert card["metrics"]["accuracy"] == pytest.approx(run_metrics["accuracy"])
     assert card["cache_hash"] == "0123456789ab" and card["git_commit"] == "deadbeef"
     assert card["parity"]["max_abs_diff"] <= card["parity"]["tolerance"] == FP32_TOL
     assert card["parity"]["windows"].startswith("tiny-")  # real cached audio, not synthetic

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from vocalis.contracts.windows import WindowSpec
 from vocalis.data.featurize import clip_windows, shares_frames
 from vocalis.data.prepare import window_starts
 from vocalis.features import FeatureParams, LogMel
-from vocalis.windows import WindowSpec
 
 # The edge frames go through torch.fft.rfft, the others through torch.stft: they round differently in
 # float32. The cache stores float16 (0.03 dB steps at -80 dB), so 1e-3 dB is far below storage.

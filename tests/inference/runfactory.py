@@ -4,7 +4,7 @@ Tone-like calls per class (distinct frequency bands, random pitch, gain and nois
 listed in a feature-cache directory laid out as docs/contracts.md says (manifest.csv, classes.json,
 params.json, cache.json, features.npy), and the project's compact network is trained on their log-mels for
 a few epochs with plain torch, then saved as a Lightning-style checkpoint (``net.`` parameters and the
-hyper-parameters :func:`vocalis.training.checkpoint.load_network` needs).
+hyper-parameters :func:`vocalis.models.checkpoint.load_network` needs).
 """
 
 from __future__ import annotations
@@ -42,9 +42,10 @@ def make_run(root: Path, *, clips_per_class: int = 8, epochs: int = 8, seed: int
     """Write audio, a cache and a trained run under ``root``; return the run directory."""
     import torch
 
+    from vocalis.contracts.checkpoint import network_hparams, save_checkpoint
+    from vocalis.contracts.windows import WindowSpec
     from vocalis.features import FeatureParams, LogMel
     from vocalis.models import build_model
-    from vocalis.windows import WindowSpec
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -115,24 +116,20 @@ def make_run(root: Path, *, clips_per_class: int = 8, epochs: int = 8, seed: int
     test = torch.tensor((manifest["split"] == "test").to_numpy())
     with torch.no_grad():
         acc = float((net(feats[test].unsqueeze(1)).argmax(1) == labels[test]).float().mean())
-    hparams = {
-        "model_name": "compact",
-        "model_kwargs": {"width": 8, "dropout": 0.0},
-        "classes": CLASSES,
-        "features": params.to_dict(),
-        "window_s": WINDOW_S,
-        "hop_s": HOP_S,
-        "n_mels": params.n_mels,
-        "n_frames": n_frames,
-        "cache_hash": "0123456789ab",
-        "cache_dir": str(cache_dir),
-    }
-    ckpt = {"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}, "hyper_parameters": hparams}
-    torch.save(ckpt, run_dir / "checkpoints" / "best.ckpt")
-    torch.save(ckpt, run_dir / "checkpoints" / "last.ckpt")
-    (run_dir / "metrics.json").write_text(
-        json.dumps({"test/acc": acc, "test/macro_f1": acc, "val/acc_best": acc})
+    hparams = network_hparams(
+        model_name="compact",
+        model_kwargs={"width": 8, "dropout": 0.0},
+        classes=CLASSES,
+        features=params,
+        window_s=WINDOW_S,
+        hop_s=HOP_S,
+        cache_hash="0123456789ab",
+        cache_dir=str(cache_dir),
     )
+    for name in ("best.ckpt", "last.ckpt"):
+        save_checkpoint(run_dir / "checkpoints" / name, net.state_dict(), hparams)
+    # the trainer's metrics.json format (evaluate_checkpoint's flat object)
+    (run_dir / "metrics.json").write_text(json.dumps({"split": "test", "accuracy": acc, "macro_f1": acc}))
     (run_dir / "run.json").write_text(
         json.dumps({"git_commit": "deadbeef", "cache_hash": "0123456789ab", "cache_dir": str(cache_dir)})
     )

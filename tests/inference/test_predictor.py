@@ -14,9 +14,9 @@ import pytest
 import soundfile as sf
 from runfactory import SR, call  # type: ignore[import-not-found]
 
+from vocalis.contracts.windows import WindowSpec
 from vocalis.errors import ArtifactError, ConfigError
 from vocalis.inference import Predictor
-from vocalis.windows import WindowSpec
 
 #: predictions through different paths of the same samples: max |Δprob|
 SAME_TOL = 1e-5

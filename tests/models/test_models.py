@@ -53,7 +53,7 @@ def test_unknown_model_is_a_config_error() -> None:
 def test_fast_dev_run_of_each_model_writes_a_loadable_checkpoint(
     name: str, tiny_root: Path, tiny_overrides: list[str]
 ) -> None:
-    from vocalis.training.checkpoint import load_network
+    from vocalis.models.checkpoint import load_network
     from vocalis.training.config import compose_config
     from vocalis.training.train import train
 

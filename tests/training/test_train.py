@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from vocalis.errors import ConfigError
-from vocalis.training.checkpoint import load_network
+from vocalis.models.checkpoint import load_network
 from vocalis.training.config import compose_config
 from vocalis.training.rundir import new_run_name
 from vocalis.training.train import TrainResult, train

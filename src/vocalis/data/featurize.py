@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vocalis.features import FeatureParams, LogMel
+from vocalis.contracts.features import FeatureParams
+from vocalis.features import LogMel
 
 
 def shares_frames(params: FeatureParams, window_samples: int, hop_samples: int) -> bool:

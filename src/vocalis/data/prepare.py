@@ -12,7 +12,9 @@ The pipeline, :func:`prepare_from_config`:
    into the memory map: memory is bounded by ``chunk_size`` clips per worker, not by the dataset;
 6. write the manifest and metadata, then rename the temporary directory into place (atomic).
 
-A file that cannot be decoded is skipped and listed in ``skipped.csv``; it never stops the run.
+A file that cannot be decoded is skipped and listed in ``skipped.csv``; it never stops the run. Short clips
+follow the project's one rule (:func:`vocalis.contracts.windows.require_featurizable`): only a clip with no
+samples at the featurizer's rate is refused; any other is zero-padded to a window.
 
 Windows: a clip shorter than one window gives one zero-padded window. A longer clip gives a window every
 hop; a trailing partial window is zero-padded, and dropped when it holds less than half a window of audio
@@ -33,23 +35,23 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vocalis import audio
-from vocalis.data.cache import CACHE_FORMAT, MANIFEST_COLUMNS, FeatureCache
+from vocalis.contracts.cache import CACHE_FORMAT, MANIFEST_COLUMNS, FeatureCache
+from vocalis.contracts.features import FeatureParams
+from vocalis.contracts.progress import Progress
+from vocalis.contracts.windows import WindowSpec, require_featurizable
 from vocalis.data.sources import Clip, FileDigests, Source, build_source, labels_of
 from vocalis.data.splits import assign_splits
 from vocalis.errors import ConfigError, DatasetError
-from vocalis.windows import WindowSpec
+
+if TYPE_CHECKING:  # torch is imported by the workers only, when they featurize
+    from vocalis.features import LogMel as LogMelType
 
 log = logging.getLogger(__name__)
-
-#: ``progress(stage, done, total)``: the CLI draws a progress bar from it; the library never prints.
-ProgressFn = Callable[[str, int, int], None]
-
-_FEATURE_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min", "f_max", "top_db", "amin")
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,9 @@ class PrepareSettings:
     """The parameters of one preparation run, read from ``cfg.data``."""
 
     name: str
-    features: dict[str, Any]
+    features: FeatureParams
     window_s: float
     hop_s: float
-    min_duration: float
     val: float
     test: float
     split_seed: int
@@ -71,10 +72,8 @@ class PrepareSettings:
     @classmethod
     def from_config(cls, data_cfg: Mapping[str, Any], seed: int = 42) -> PrepareSettings:
         """Read and check the ``data`` config group."""
-        from vocalis.features import FeatureParams
-
         feats = dict(data_cfg.get("features") or {})
-        unknown = set(feats) - set(_FEATURE_KEYS)
+        unknown = set(feats) - set(FeatureParams.keys())
         if unknown:
             raise ConfigError(f"data.features: unknown key(s) {sorted(unknown)}")
         try:
@@ -91,10 +90,9 @@ class PrepareSettings:
         split_seed = split.get("seed")
         return cls(
             name=str(data_cfg.get("name") or data_cfg.get("source") or "data"),
-            features=fp.to_dict(),
+            features=fp,
             window_s=window_s,
             hop_s=hop_s,
-            min_duration=float(data_cfg.get("min_duration") or 0.0),
             val=float(split.get("val", 0.15)),
             test=float(split.get("test", 0.15)),
             split_seed=int(split_seed if split_seed is not None else seed),
@@ -106,7 +104,7 @@ class PrepareSettings:
     @property
     def spec(self) -> WindowSpec:
         """Windows at the featurizer's sample rate."""
-        return WindowSpec(self.window_s, self.hop_s, int(self.features["sample_rate"]))
+        return WindowSpec(self.window_s, self.hop_s, self.features.sample_rate)
 
 
 def _cpu_count() -> int:
@@ -131,13 +129,22 @@ def code_digest() -> str:
     old code, even though no input file and no parameter changed.
     """
     import vocalis.audio
+    import vocalis.contracts.features
+    import vocalis.contracts.windows
     import vocalis.data.featurize
     import vocalis.features
     import vocalis.mel
-    import vocalis.windows
 
     h = hashlib.blake2b(digest_size=16)
-    for mod in (vocalis.audio, vocalis.mel, vocalis.features, vocalis.data.featurize, vocalis.windows):
+    modules = (
+        vocalis.audio,
+        vocalis.mel,
+        vocalis.contracts.features,
+        vocalis.features,
+        vocalis.data.featurize,
+        vocalis.contracts.windows,
+    )
+    for mod in modules:
         h.update(Path(str(mod.__file__)).read_bytes())
     h.update(Path(__file__).read_bytes())
     return h.hexdigest()
@@ -148,10 +155,9 @@ def cache_key(settings: PrepareSettings, source: Source, clips: Sequence[Clip]) 
     key = {
         "format": CACHE_FORMAT,
         "code": code_digest(),
-        "features": settings.features,
+        "features": settings.features.to_dict(),
         "window_s": settings.window_s,
         "hop_s": settings.hop_s,
-        "min_duration": settings.min_duration,
         "source": source.describe(),
         "clips": [[c.clip_id, c.label, c.split, c.group, c.fingerprint] for c in clips],
     }
@@ -160,8 +166,7 @@ def cache_key(settings: PrepareSettings, source: Source, clips: Sequence[Clip]) 
 
 # --- worker side ------------------------------------------------------------------------------------
 
-_featurizer: Any = None
-_featurizer_key: str = ""
+_featurizer: LogMelType | None = None
 
 
 def _init_worker(threads: int) -> None:
@@ -171,18 +176,19 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _get_featurizer(features: dict[str, Any]) -> Any:
-    global _featurizer, _featurizer_key
-    key = json.dumps(features, sort_keys=True)
-    if _featurizer is None or key != _featurizer_key:
-        from vocalis.features import FeatureParams, LogMel
+def _get_featurizer(features: FeatureParams) -> LogMelType:
+    """This process's LogMel for ``features`` (built once per worker)."""
+    global _featurizer
+    if _featurizer is None or _featurizer.params != features:
+        from vocalis.features import LogMel
 
-        _featurizer = LogMel(FeatureParams.from_dict(features)).eval()
-        _featurizer_key = key
+        _featurizer = LogMel(features).eval()
     return _featurizer
 
 
-def _probe(items: list[tuple[int, str | bytes, str]]) -> list[tuple[int, int, int, str | None]]:
+def _probe(
+    features: FeatureParams, items: list[tuple[int, str | bytes, str]]
+) -> list[tuple[int, int, int, str | None]]:
     """Header pass: ``(clip index, frames, sample_rate, error)`` per item."""
     out: list[tuple[int, int, int, str | None]] = []
     for idx, src, name in items:
@@ -190,6 +196,7 @@ def _probe(items: list[tuple[int, str | bytes, str]]) -> list[tuple[int, int, in
             hdr = audio.info(src, name=name)
             if hdr.frames <= 0:
                 raise audio.AudioDecodeError(name, "contains no audio samples")
+            require_featurizable(round(hdr.frames * features.sample_rate / hdr.sample_rate), name)
             out.append((idx, hdr.frames, hdr.sample_rate, None))
         except audio.AudioDecodeError as exc:
             out.append((idx, 0, 0, exc.reason))
@@ -209,7 +216,7 @@ class _Job:
 
 
 def _featurize(
-    features_path: str, features: dict[str, Any], spec: WindowSpec, batch_size: int, jobs: list[_Job]
+    features_path: str, features: FeatureParams, spec: WindowSpec, batch_size: int, jobs: list[_Job]
 ) -> list[tuple[int, str | None]]:
     """Decode, cut and featurize a chunk of clips, writing rows into the memory-mapped features file.
 
@@ -246,7 +253,7 @@ def _featurize(
 
     for job in jobs:
         try:
-            x = audio.load(job.source, int(features["sample_rate"]), name=job.name)
+            x = audio.load(job.source, features.sample_rate, name=job.name)
         except audio.AudioDecodeError as exc:
             out.append((job.clip_index, exc.reason))
             continue
@@ -333,7 +340,7 @@ def prepare_from_config(
     *,
     seed: int = 42,
     force: bool = False,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> FeatureCache:
     """Build (or find current) the feature cache that ``cfg.data`` describes, under ``cfg.paths.cache_dir``.
 
@@ -368,14 +375,12 @@ def _build(
     clips: list[Clip],
     key: str,
     out_dir: Path,
-    progress: ProgressFn | None,
+    progress: Progress | None,
     force: bool = False,
 ) -> FeatureCache:
     from numpy.lib.format import open_memmap
 
-    from vocalis.features import FeatureParams
-
-    fp = FeatureParams.from_dict(settings.features)
+    fp = settings.features
     spec = settings.spec
     sr = fp.sample_rate
     n_frames = fp.n_frames(spec.window_samples)
@@ -403,7 +408,7 @@ def _build(
                     progress("reading headers", done, len(clips))
 
             probe_tasks = (
-                ([(i, source.fetch(clips[i]), clips[i].path) for i in chunk],)
+                (fp, [(i, source.fetch(clips[i]), clips[i].path) for i in chunk])
                 for chunk in _chunks(range(len(clips)), max(settings.chunk_size, 64))
             )
             t1 = time.perf_counter()
@@ -416,11 +421,7 @@ def _build(
                 if i not in headers:
                     continue
                 frames, rate = headers[i]
-                duration = frames / rate
-                if duration < settings.min_duration:
-                    skipped[i] = f"too short: {duration:.3f} s, the minimum is {settings.min_duration:.3f} s"
-                    continue
-                n = max(1, round(frames * sr / rate))
+                n = round(frames * sr / rate)  # at least MIN_AUDIO_SAMPLES: the header pass checked
                 starts = window_starts(spec, n)
                 jobs_meta.append((i, n, starts, row))
                 row += len(starts)
@@ -524,9 +525,8 @@ def _write_metadata(
             dur = headers[i][0] / headers[i][1]
             s = splits.setdefault(str(c.split), {"clips": 0, "windows": 0})
             s["clips"] += 1
-            for st in starts.tolist():
-                start_s = st / sr
-                end_s = min(st + spec.window_samples, n) / sr
+            for st, end in zip(starts.tolist(), spec.ends(starts, n).tolist(), strict=True):
+                start_s, end_s = st / sr, end / sr
                 w.writerow(
                     [
                         index,
@@ -551,10 +551,9 @@ def _write_metadata(
             w.writerow([clips[i].path, skipped[i]])
     (tmp / "classes.json").write_text(json.dumps(classes, indent=2) + "\n")
     params = {
-        "features": settings.features,
+        "features": settings.features.to_dict(),
         "window_s": settings.window_s,
         "hop_s": settings.hop_s,
-        "min_duration": settings.min_duration,
         "split": {"val": settings.val, "test": settings.test, "seed": settings.split_seed},
         "source": source.describe(),
     }

@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vocalis.audio import AUDIO_EXTENSIONS
+from vocalis.contracts.cache import SPLITS
+from vocalis.contracts.discovery import find_audio_files
 from vocalis.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -112,16 +111,6 @@ class FileDigests:
         self._dirty = False
 
 
-def _audio_files(root: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.suffix.lower() in AUDIO_EXTENSIONS
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-        and not p.is_dir()
-    )
-
-
 class FolderSource(Source):
     """A class-per-subfolder tree: ``root/<label>/**/<file>``; each file is its own group."""
 
@@ -136,7 +125,7 @@ class FolderSource(Source):
     def clips(self) -> list[Clip]:
         """Every audio file under a first-level sub-folder; the sub-folder's name is the label."""
         out = []
-        for p in _audio_files(self.root):
+        for p in find_audio_files(self.root):
             rel = p.relative_to(self.root)
             if len(rel.parts) < 2:
                 log.warning("%s: not inside a class folder, ignored", p)

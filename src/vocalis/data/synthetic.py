@@ -80,7 +80,7 @@ def _moan(rng: np.random.Generator, sr: int) -> np.ndarray:
     return np.asarray(sig) * _envelope(n, 0.2)
 
 
-def _click(rng: np.random.Generator, sr: int, freq: float) -> np.ndarray:
+def _click(sr: int, freq: float) -> np.ndarray:
     """One echolocation-like click: a damped high-frequency oscillation about a millisecond long."""
     n = max(4, int(0.0015 * sr))
     t = np.arange(n) / sr
@@ -92,7 +92,7 @@ def _click_train(rng: np.random.Generator, sr: int) -> np.ndarray:
     ici = rng.uniform(0.012, 0.04)  # inter-click interval
     out = np.zeros(n)
     for start in np.arange(0, n - 0.002 * sr, ici * sr).astype(int):
-        c = _click(rng, sr, rng.uniform(4000, 7000))
+        c = _click(sr, rng.uniform(4000, 7000))
         out[start : start + len(c)] += c[: n - start]
     return out
 
@@ -102,7 +102,7 @@ def _burst_pulse(rng: np.random.Generator, sr: int) -> np.ndarray:
     ici = rng.uniform(0.0015, 0.004)  # so fast the clicks fuse into a buzz
     out = np.zeros(n)
     for start in np.arange(0, n - 0.002 * sr, ici * sr).astype(int):
-        c = _click(rng, sr, rng.uniform(2500, 4500))
+        c = _click(sr, rng.uniform(2500, 4500))
         out[start : start + len(c)] += c[: n - start]
     return out * _envelope(n, 0.2)
 

@@ -6,7 +6,6 @@ calls :func:`evaluate_run`: one code path, so evaluating a run again reproduces 
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from vocalis.contracts.cache import SPLITS, FeatureCache
 from vocalis.errors import CacheError, ConfigError
 from vocalis.evaluation.metrics import classification_metrics
 from vocalis.evaluation.report import (
@@ -24,11 +24,9 @@ from vocalis.evaluation.report import (
     write_metrics_json,
     write_per_class_csv,
 )
-from vocalis.training.checkpoint import LoadedNetwork, load_network
+from vocalis.models.checkpoint import LoadedNetwork, load_network
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -42,11 +40,9 @@ class EvaluationResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def open_cache_of(loaded: LoadedNetwork, cache: Any = None) -> Any:
+def open_cache_of(loaded: LoadedNetwork, cache: FeatureCache | None = None) -> FeatureCache:
     """The feature cache a network was trained on (``cache_dir`` of its checkpoint), hash-checked."""
     if cache is None:
-        from vocalis.data.cache import FeatureCache
-
         if not loaded.cache_dir:
             raise CacheError("checkpoint: no cache_dir recorded; cannot find the data it was trained on")
         cache = FeatureCache.open(loaded.cache_dir)
@@ -88,7 +84,7 @@ def evaluate_checkpoint(
     split: str = "test",
     output_dir: str | Path | None = None,
     *,
-    cache: Any = None,
+    cache: FeatureCache | None = None,
     batch_size: int = 256,
 ) -> EvaluationResult:
     """Evaluate ``ckpt_path`` on ``split`` of its cache; write the report files into ``output_dir``."""
@@ -158,8 +154,3 @@ def evaluate_run(
     name = checkpoint if checkpoint in ("best", "last") else ckpt.stem
     out = Path(output_dir) if output_dir is not None else run / "evaluation" / f"{name}-{split}"
     return evaluate_checkpoint(ckpt, split, out, batch_size=batch_size)
-
-
-def read_metrics(path: str | Path) -> dict[str, Any]:
-    """Read a metrics.json."""
-    return dict(json.loads(Path(path).read_text()))

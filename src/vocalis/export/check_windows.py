@@ -2,23 +2,25 @@
 
 The exported model takes audio, so parity checks, int8 calibration and the int8 accuracy gate need the
 audio windows the cache's features were computed from: the cache manifest lists, per window, the source
-recording (``path``), its split, its label and ``start_s``. Each recording is decoded once with
-:mod:`vocalis.audio` at the model's rate and cut exactly as :class:`vocalis.windows.WindowSpec` cuts
-(samples from ``start_s``, the last window zero-padded). numpy/pandas only.
+recording (``path``), its split, its label and ``start_s``. The cache is read with
+:class:`vocalis.contracts.cache.FeatureCache`; each recording is decoded once with :mod:`vocalis.audio` at the
+model's rate and cut exactly as :class:`vocalis.contracts.windows.WindowSpec` cuts (samples from ``start_s``,
+the last window zero-padded). numpy/pandas only.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from vocalis import audio
+from vocalis.contracts.cache import FeatureCache
+from vocalis.contracts.discovery import find_audio_files
+from vocalis.contracts.windows import WindowSpec
+from vocalis.errors import CacheError
 
 log = logging.getLogger(__name__)
 
@@ -33,28 +35,6 @@ class AudioWindows:
 
     def __len__(self) -> int:
         return len(self.waveforms)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``, or ``{}`` when the file is missing or unreadable (logged)."""
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable %s: %s", path, exc)
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _resolve(path_str: str, cache_dir: Path) -> Path:
-    p = Path(path_str)
-    if p.is_absolute() or p.exists():
-        return p
-    for base in (cache_dir, cache_dir.parent, cache_dir.parent.parent):
-        if (base / p).exists():
-            return base / p
-    return p
 
 
 def cache_windows(
@@ -73,28 +53,24 @@ def cache_windows(
     empty = AudioWindows(np.zeros((0, window_samples), np.float32), np.zeros(0, np.int64), "none")
     if cache_dir is None:
         return empty
-    cdir = Path(cache_dir)
-    manifest_path = cdir / "manifest.csv"
-    if not manifest_path.is_file():
-        log.info("no feature cache manifest at %s", manifest_path)
-        return empty
     try:
-        manifest = pd.read_csv(manifest_path)
-    except (OSError, ValueError) as exc:
-        log.warning("cannot read %s: %s", manifest_path, exc)
+        cache = FeatureCache.open(cache_dir)
+        manifest = cache.manifest
+    except (CacheError, OSError, ValueError) as exc:
+        log.info("no usable feature cache: %s", exc)
         return empty
     need = {"path", "split", "label", "start_s"}
     if not need <= set(manifest.columns):
-        log.warning("%s lacks columns %s", manifest_path, sorted(need - set(manifest.columns)))
+        log.warning("%s: manifest lacks columns %s", cache.dir, sorted(need - set(manifest.columns)))
         return empty
-    rows = manifest[manifest["split"].astype(str).isin(splits)]
+    rows = manifest[manifest["split"].isin(splits)]
     if limit is not None and len(rows) > limit:
         rows = rows.sample(n=limit, random_state=seed)
     index = {c: i for i, c in enumerate(classes)}
     waves: list[np.ndarray] = []
     labels: list[int] = []
     for path_str, group in rows.groupby("path", sort=True):
-        path = _resolve(str(path_str), cdir)
+        path = cache.audio_path(str(path_str))
         try:
             wave = audio.load(path, sample_rate)
         except audio.AudioDecodeError as exc:
@@ -109,7 +85,7 @@ def cache_windows(
             labels.append(index.get(str(label), -1))
     if not waves:
         return empty
-    return AudioWindows(np.stack(waves), np.asarray(labels, np.int64), f"{cdir.name}:{'+'.join(splits)}")
+    return AudioWindows(np.stack(waves), np.asarray(labels, np.int64), f"{cache.dir.name}:{'+'.join(splits)}")
 
 
 def synthetic_windows(n: int, window_samples: int, sample_rate: int, seed: int = 0) -> AudioWindows:
@@ -140,13 +116,10 @@ def folder_windows(
 ) -> AudioWindows:
     """Non-overlapping windows cut from every audio file under ``folder`` (at most ``limit``, sampled with
     ``seed``); files that do not decode are skipped (logged)."""
-    from vocalis.windows import WindowSpec
-
     spec = WindowSpec(window_samples / sample_rate, window_samples / sample_rate, sample_rate)
     root = Path(folder)
-    paths = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
     chunks = []
-    for path in paths:
+    for path in find_audio_files(root):
         try:
             chunks.append(spec.cut(audio.load(path, sample_rate)))
         except audio.AudioDecodeError as exc:

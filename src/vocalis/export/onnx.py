@@ -2,7 +2,7 @@
 
 ``export_artifact(run_dir, out_dir)`` is the core of ``vocalis export``:
 
-1. rebuild the network from a checkpoint (:func:`vocalis.training.checkpoint.load_network`) and put
+1. rebuild the network from a checkpoint (:func:`vocalis.models.checkpoint.load_network`) and put
    :class:`vocalis.features.LogMel` in front of it and a softmax behind it;
 2. export with the dynamo exporter: input ``waveform`` ``[batch, samples]`` (dynamic batch, the trained
    window length), outputs ``probabilities`` and ``logits``;
@@ -19,10 +19,9 @@ export leaves no artifact behind.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-import os
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,17 +33,14 @@ import torch
 from torch import nn
 
 from vocalis import __version__
+from vocalis.contracts.card import CARD_FILE, MODEL_FILE, ModelCard
+from vocalis.contracts.provenance import git_commit
+from vocalis.contracts.runtime import onnx_session
 from vocalis.errors import ArtifactError, ConfigError
-from vocalis.export.card import CARD_FILE, MODEL_FILE, ModelCard
-from vocalis.export.check_windows import (
-    AudioWindows,
-    cache_windows,
-    folder_windows,
-    read_json,
-    synthetic_windows,
-)
+from vocalis.export.check_windows import AudioWindows, cache_windows, folder_windows, synthetic_windows
+from vocalis.export.parity import onnx_probabilities, parity_report
 from vocalis.features import STFT_KINDS, LogMel
-from vocalis.training.checkpoint import LoadedNetwork, load_network
+from vocalis.models.checkpoint import LoadedNetwork, load_network
 
 log = logging.getLogger(__name__)
 
@@ -148,26 +144,6 @@ def write_metadata(path: str | Path, card: ModelCard) -> None:
     onnx.save(model, str(path))
 
 
-def ort_session(path: str | Path, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session with all graph optimisations."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def onnx_probabilities(session: Any, windows: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Probabilities from an onnxruntime session, in batches."""
-    out = [
-        session.run(["probabilities"], {"waveform": windows[i : i + batch_size]})[0]
-        for i in range(0, len(windows), batch_size)
-    ]
-    return np.concatenate(out)
-
-
 @torch.no_grad()
 def torch_probabilities(module: nn.Module, windows: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Probabilities from the PyTorch module, in batches."""
@@ -176,13 +152,6 @@ def torch_probabilities(module: nn.Module, windows: np.ndarray, batch_size: int 
         for i in range(0, len(windows), batch_size)
     ]
     return np.concatenate(out)
-
-
-def parity_report(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
-    """How far two probability arrays ``[n, classes]`` are apart."""
-    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
-    agree = float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
-    return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()), "top1_agreement": agree}
 
 
 @dataclass
@@ -196,22 +165,25 @@ class RunFacts:
     run: dict[str, Any] = field(default_factory=dict)
 
 
-def _test_metrics(raw: dict[str, Any]) -> dict[str, Any]:
-    """The test metrics of a run's metrics.json, whatever nesting the trainer chose."""
-    flat: dict[str, Any] = {}
-    nested = raw.get("test")
-    if isinstance(nested, dict):
-        flat.update(nested)
-    for key, value in raw.items():
-        for prefix in ("test/", "test_", "test."):
-            if key.startswith(prefix):
-                flat[key[len(prefix) :]] = value
-    if not flat:  # a metrics.json without a test section: keep what is there, it is still the run's
-        flat = {k: v for k, v in raw.items() if isinstance(v, int | float | str)}
-    renames = {"acc": "accuracy", "f1_macro": "macro_f1", "macro-f1": "macro_f1", "f1": "macro_f1"}
-    return {
-        renames.get(k, k): v for k, v in flat.items() if not isinstance(v, dict | list) or k == "per_class"
-    }
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``, or ``{}`` when the file is missing or unreadable (logged)."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def card_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What the card keeps of a run's ``metrics.json`` (the format the trainer writes: one flat object from
+    :func:`vocalis.evaluation.evaluate.evaluate_checkpoint`, ``accuracy``, ``macro_f1``, ... and ``split``):
+    its numbers and strings. The per-class table and the confusion matrix stay in the run directory."""
+    if metrics and metrics.get("split") != "test":
+        log.warning("metrics.json holds '%s' metrics, not test metrics", metrics.get("split"))
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
 
 
 def resolve_run(source: str | Path, checkpoint: str = "best") -> RunFacts:
@@ -234,27 +206,10 @@ def resolve_run(source: str | Path, checkpoint: str = "best") -> RunFacts:
             raise ArtifactError(f"{ckpt}: checkpoint not found (checkpoints present: {found or 'none'})")
     else:
         raise ArtifactError(f"{src}: no such run directory or checkpoint file")
-    metrics_raw = read_json(run_dir / "metrics.json") if run_dir else {}
-    run = read_json(run_dir / "run.json") if run_dir else {}
+    metrics = _read_json(run_dir / "metrics.json") if run_dir else {}
+    run = _read_json(run_dir / "run.json") if run_dir else {}
     name = run_dir.name if run_dir else ckpt.stem
-    return RunFacts(ckpt, run_dir, name, _test_metrics(metrics_raw) if metrics_raw else {}, run)
-
-
-def _current_git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out or None
-
-
-def _run_git_commit(run: dict[str, Any]) -> str | None:
-    """The training code's commit as run.json records it (``git_commit`` or ``git: {commit}``)."""
-    git = run.get("git")
-    value = run.get("git_commit") or (git.get("commit") if isinstance(git, dict) else git)
-    return str(value) if value else None
+    return RunFacts(ckpt, run_dir, name, card_metrics(metrics), run)
 
 
 def _file_digest(path: Path) -> str:
@@ -274,7 +229,7 @@ def _cache_dir(facts: RunFacts, loaded: LoadedNetwork) -> Path | None:
 
 def parity_windows(loaded: LoadedNetwork, cache_dir: Path | None, n: int = PARITY_WINDOWS) -> AudioWindows:
     """Real windows for the parity check (test, then any split, of the run's cache), else synthetic ones."""
-    w = round(loaded.window_s * loaded.features.sample_rate)
+    w = loaded.window_samples
     real = cache_windows(
         cache_dir,
         splits=("test", "val", "train"),
@@ -356,7 +311,7 @@ def export_artifact(
     facts = resolve_run(source, checkpoint)
     loaded = load_network(facts.checkpoint)
     sr = loaded.features.sample_rate
-    window_samples = round(loaded.window_s * sr)
+    window_samples = loaded.window_samples
     cache_dir = _cache_dir(facts, loaded)
     optimization: dict[str, Any] = {}
 
@@ -382,7 +337,7 @@ def export_artifact(
         export_onnx(module, window_samples, fp32_path, opset)
         check_model(fp32_path)
         windows = parity_windows(loaded, cache_dir)
-        session = ort_session(fp32_path)
+        session = onnx_session(fp32_path)
         reference = torch_probabilities(reference_module, windows.waveforms)
         parity = parity_report(reference, onnx_probabilities(session, windows.waveforms))
         parity.update(tolerance=parity_tol, n_windows=len(windows), windows=windows.source)
@@ -439,7 +394,7 @@ def export_artifact(
             architecture=loaded.model_name,
             metrics=facts.metrics,
             cache_hash=facts.run.get("cache_hash") or loaded.cache_hash,
-            git_commit=_run_git_commit(facts.run) or _current_git_commit(),
+            git_commit=facts.run.get("git_commit") or git_commit(),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             vocalis_version=__version__,
             quantization=quantize,

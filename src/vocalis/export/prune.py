@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from vocalis.training.checkpoint import LoadedNetwork
+from vocalis.contracts.cache import FeatureCache
+from vocalis.errors import CacheError
+from vocalis.models.checkpoint import LoadedNetwork
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +45,21 @@ def sparsity(net: nn.Module) -> float:
 def _cached_split(
     cache_dir: Path | None, split: str, classes: list[str]
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    if (
-        cache_dir is None
-        or not (cache_dir / "features.npy").is_file()
-        or not (cache_dir / "manifest.csv").is_file()
-    ):
+    """The cached log-mels ``[n, n_mels, frames]`` and class indices of one split, or None without a cache."""
+    if cache_dir is None:
         return None
-    manifest = pd.read_csv(cache_dir / "manifest.csv")
+    try:
+        cache = FeatureCache.open(cache_dir)
+        manifest = cache.manifest
+    except (CacheError, OSError, ValueError) as exc:
+        log.info("no usable feature cache: %s", exc)
+        return None
     index = {c: i for i, c in enumerate(classes)}
-    rows = manifest[(manifest["split"] == split) & manifest["label"].astype(str).isin(index)]
+    rows = manifest[(manifest["split"] == split) & manifest["label"].isin(index)]
     if rows.empty:
         return None
-    feats = np.load(cache_dir / "features.npy", mmap_mode="r")
-    positions = rows["index"].to_numpy() if "index" in rows else rows.index.to_numpy()
-    x = np.asarray(feats[np.sort(positions)], dtype=np.float32)
+    positions = rows["index"].to_numpy()
+    x = np.asarray(cache.features[np.sort(positions)], dtype=np.float32)
     order = np.argsort(positions)
     y = np.array([index[str(label)] for label in rows["label"].to_numpy()[order]])
     return x, y

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -28,9 +29,11 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from vocalis.contracts.runtime import onnx_session
 from vocalis.errors import ArtifactError, ConfigError
 from vocalis.export.check_windows import AudioWindows, cache_windows
-from vocalis.training.checkpoint import LoadedNetwork
+from vocalis.export.parity import onnx_probabilities, parity_report
+from vocalis.models.checkpoint import LoadedNetwork
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +86,8 @@ def _name_nodes(model: onnx.ModelProto) -> None:
         seen.add(node.name)
 
 
-def window_accuracy(session: Any, windows: AudioWindows, batch_size: int = 32) -> float:
+def window_accuracy(session: ort.InferenceSession, windows: AudioWindows, batch_size: int = 32) -> float:
     """Top-1 accuracy of an onnxruntime session on labelled windows."""
-    from vocalis.export.onnx import onnx_probabilities
-
     probs = onnx_probabilities(session, windows.waveforms, batch_size)
     return float(np.mean(probs.argmax(axis=1) == windows.labels))
 
@@ -184,9 +185,7 @@ def quantize_artifact(
     ``calibration`` overrides the training windows read from the cache (tests calibrate on silence to
     make the gate fail for real).
     """
-    from vocalis.export.onnx import onnx_probabilities, ort_session, parity_report
-
-    sr, w = loaded.features.sample_rate, round(loaded.window_s * loaded.features.sample_rate)
+    sr, w = loaded.features.sample_rate, loaded.window_samples
     if calibration is None:
         calibration = cache_windows(
             cache_dir,
@@ -204,7 +203,7 @@ def quantize_artifact(
         calibration=calibration,
         quant_format=quant_format,
     )
-    int8 = ort_session(out_path)
+    int8 = onnx_session(out_path)
     parity = parity_report(parity_reference, onnx_probabilities(int8, parity_windows.waveforms))
     parity.update(tolerance=INT8_PARITY_TOL, n_windows=len(parity_windows), windows=parity_windows.source)
     report["parity"] = parity
@@ -229,7 +228,7 @@ def quantize_artifact(
         report["forced"] = True
         log.warning("int8 accuracy gate skipped (forced): no test windows")
         return report
-    acc32 = window_accuracy(ort_session(fp32_path), test)
+    acc32 = window_accuracy(onnx_session(fp32_path), test)
     acc8 = window_accuracy(int8, test)
     drop = acc32 - acc8
     report.update(fp32_accuracy=acc32, int8_accuracy=acc8, accuracy_drop=drop)

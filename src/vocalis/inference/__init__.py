@@ -4,15 +4,10 @@
 :mod:`vocalis.inference.predictor` and docs/contracts.md.
 """
 
+from vocalis.contracts.card import ModelCard
+from vocalis.contracts.runtime import default_threads
 from vocalis.errors import ArtifactError
-from vocalis.export.card import ModelCard
-from vocalis.inference.predictor import (
-    FilePrediction,
-    FileSummary,
-    Predictor,
-    WindowPrediction,
-    default_threads,
-)
+from vocalis.inference.predictor import FilePrediction, FileSummary, Predictor, WindowPrediction
 
 __all__ = [
     "ArtifactError",

@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 
 from vocalis import audio
-from vocalis.audio import AUDIO_EXTENSIONS
+from vocalis.contracts.discovery import find_audio_files
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def _load_calls(folder: Path | None, sample_rate: int, limit: int = 200) -> list
     if folder is None:
         return []
     calls = []
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)[:limit]:
+    for path in find_audio_files(folder)[:limit]:
         try:
             wave = audio.load(path, sample_rate)
         except audio.AudioDecodeError as exc:

@@ -1,12 +1,16 @@
 """The torch-free predictor: an exported artifact + onnxruntime -> per-window and per-file predictions.
 
-Imports onnxruntime, numpy, soundfile and soxr (through :mod:`vocalis.audio`) and never torch, so the
-command line's ``predict`` and the service start fast and run where torch is not installed.
+Imports onnxruntime, numpy, soundfile and soxr (through :mod:`vocalis.audio`) and the contracts
+(:mod:`vocalis.contracts`), never torch nor the export package, so the command line's ``predict`` and the
+service start fast and run where torch is not installed.
 
 Windows. The ONNX input has a fixed length (the trained window, ``card.window_s``), so a window override
 must equal the card's window: a model trained on 3 s windows is never shown 5 s ones. The hop is free.
-Windows start every hop from 0; the last, partial window is zero-padded (as :class:`vocalis.windows
-.WindowSpec` cuts them everywhere else in the project) and its ``end_s`` is the end of the audio.
+Windows start every hop from 0; the last, partial window is zero-padded (as
+:class:`vocalis.contracts.windows.WindowSpec` cuts them everywhere else in the project) and its ``end_s``
+is the end of the audio. Short recordings follow the project's one rule
+(:func:`~vocalis.contracts.windows.require_featurizable`): any recording with a sample is predicted,
+zero-padded to a window; one with none is refused.
 
 Long files. :meth:`Predictor.predict_stream` reads blocks with :func:`vocalis.audio.stream` and keeps the
 samples of the windows that straddle a block boundary, so its windows are the same samples as the
@@ -16,8 +20,7 @@ whole-file path's while memory stays bounded by one block plus one batch.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +30,11 @@ import onnxruntime as ort
 import soundfile as sf
 
 from vocalis import audio
+from vocalis.contracts.card import MODEL_FILE, ModelCard
+from vocalis.contracts.progress import AudioProgress
+from vocalis.contracts.runtime import default_threads, onnx_session
+from vocalis.contracts.windows import WindowSpec, require_featurizable
 from vocalis.errors import ArtifactError, ConfigError
-from vocalis.export.card import MODEL_FILE, ModelCard
-from vocalis.windows import WindowSpec
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +153,6 @@ def auto_batch_size(window_s: float) -> int:
     return max(1, min(16, int(BATCH_AUDIO_S // max(window_s, 1e-3))))
 
 
-def default_threads() -> int:
-    """The CPUs this process may run on (cgroup/affinity aware where the OS says so)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 class Predictor:
     """Runs an exported model (``model.onnx`` + ``model.json``) on recordings."""
 
@@ -191,16 +188,8 @@ class Predictor:
         model_path = directory / MODEL_FILE
         if not model_path.is_file():
             raise ArtifactError(f"{model_path}: ONNX model not found")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or default_threads()
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
-        try:
-            session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
-            raise ArtifactError(f"{model_path}: not a loadable ONNX model ({exc})") from None
+        n_threads = threads or default_threads()
+        session = onnx_session(model_path, n_threads)
         inputs = session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 2:
             raise ArtifactError(f"{model_path}: expected one input [batch, samples], got {inputs}")
@@ -215,7 +204,7 @@ class Predictor:
             raise ArtifactError(
                 f"{model_path}: the model has {n_out} outputs but the card lists {len(card.classes)} classes"
             )
-        log.info("loaded %s (%s, %d threads)", directory, card.version, opts.intra_op_num_threads)
+        log.info("loaded %s (%s, %d threads)", directory, card.version, n_threads)
         return cls(session, card, directory, batch_size=batch_size)
 
     # -- facts --------------------------------------------------------------------------------------
@@ -270,11 +259,12 @@ class Predictor:
         classes = self.classes
         k = max(1, min(int(top_k), len(classes)))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        sr, w = spec.sample_rate, spec.window_samples
+        sr = spec.sample_rate
+        ends = spec.ends(starts, n_samples)
         out = []
-        for p, idx, s in zip(probs, order, starts.tolist(), strict=True):
+        for p, idx, s, e in zip(probs, order, starts.tolist(), ends.tolist(), strict=True):
             top = [(classes[j], float(p[j])) for j in idx if p[j] >= min_conf]
-            out.append(WindowPrediction(s / sr, min(s + w, max(n_samples, 1)) / sr, top, p))
+            out.append(WindowPrediction(s / sr, e / sr, top, p))
         return out
 
     def _summarise(self, windows: list[WindowPrediction]) -> FileSummary:
@@ -338,8 +328,8 @@ class Predictor:
         if isinstance(source, np.ndarray):
             label = name or "<waveform>"
             wave = audio.to_mono(np.asarray(source, dtype=np.float32))
-            if wave.size == 0 or not np.isfinite(wave).all():
-                raise audio.AudioDecodeError(label, "waveform is empty or has NaN/infinite samples")
+            if not np.isfinite(wave).all():
+                raise audio.AudioDecodeError(label, "waveform has NaN/infinite samples")
             sr, channels, duration = self.sample_rate, 1, len(wave) / self.sample_rate
         else:
             label = name or (str(source) if isinstance(source, str | Path) else "<bytes>")
@@ -347,6 +337,7 @@ class Predictor:
             channels, duration = raw.shape[1], raw.shape[0] / sr
             wave = audio.resample(audio.to_mono(raw), sr, self.sample_rate)
             del raw  # the decoded multichannel copy is not needed any more
+        require_featurizable(len(wave), label, self.sample_rate)
         probs = self.predict_windows(spec.cut(wave), batch_size)
         windows = self._results(probs, spec.starts(len(wave)), len(wave), spec, top_k, min_conf)
         return self._file_prediction(label, duration, sr, channels, windows, spec)
@@ -362,7 +353,7 @@ class Predictor:
         name: str | None = None,
         batch_size: int | None = None,
         block_s: float = 60.0,
-        on_progress: Callable[[float], None] | None = None,
+        on_progress: AudioProgress | None = None,
     ) -> FilePrediction:
         """Predict a recording of any length in bounded memory (blocks of ``block_s`` seconds).
 
@@ -380,8 +371,10 @@ class Predictor:
             windows.extend(self._results(probs, chunk_starts, 1 << 62, spec, top_k, min_conf))
             if on_progress is not None:
                 on_progress(total / self.sample_rate)
-        if windows:  # clip the last window's end to the end of the audio, as WindowSpec does
-            windows[-1].end_s = min(windows[-1].end_s, max(total, 1) / self.sample_rate)
+        require_featurizable(total, label, self.sample_rate)
+        if windows:  # the last window ends at the end of the audio, as WindowSpec.ends says
+            last = np.array([round(windows[-1].start_s * self.sample_rate)])
+            windows[-1].end_s = float(spec.ends(last, total)[0]) / self.sample_rate
         return self._file_prediction(label, hdr.duration, hdr.sample_rate, hdr.channels, windows, spec)
 
     def _stream_windows(

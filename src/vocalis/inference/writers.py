@@ -9,7 +9,7 @@ Formats (one row per window and label kept by ``top_k``/``min_conf``):
   relative to the start of the recording named in ``Begin File`` (its file name), the frequency band is the
   featurizer's ``f_min``-``f_max``. Selections are numbered across the whole table.
 
-numpy-free and torch-free: only the standard library.
+Torch-free: the standard library, the predictor's result types and the file walk of :mod:`vocalis.contracts`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from vocalis.audio import AUDIO_EXTENSIONS
+from vocalis.contracts.discovery import find_audio_files
 from vocalis.inference.predictor import FilePrediction
 
 FORMATS = ("csv", "json", "raven")
@@ -54,15 +54,9 @@ def find_inputs(
         if path.is_file():
             files.append(path)
         elif path.is_dir():
-            found = path.rglob("*") if recursive else path.iterdir()
-            for p in sorted(found):
-                rel = p.relative_to(path).parts
-                if any(part.startswith(".") for part in rel) or not p.is_file():
-                    continue
-                if p.suffix.lower() in AUDIO_EXTENSIONS:
-                    files.append(p)
-                else:
-                    errors.append((str(p), f"unsupported file type '{p.suffix or '(none)'}'"))
+            others: list[Path] = []
+            files.extend(find_audio_files(path, recursive=recursive, others=others))
+            errors.extend((str(p), f"unsupported file type '{p.suffix or '(none)'}'") for p in others)
         else:
             errors.append((str(path), "no such file or folder"))
     seen: set[Path] = set()

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from vocalis.contracts.card import ModelCard as ModelCard  # GET /v1/model answers the card
+
 
 class ErrorBody(BaseModel):
     """Every refused request gets this body with a 4xx status."""
@@ -77,19 +79,6 @@ class BatchResponse(BaseModel):
     model_version: str
     processing_ms: float
     results: list[BatchItem]
-
-
-class ModelCard(BaseModel):
-    """The served model's card (model.json), with what the service adds."""
-
-    model_config = {"extra": "allow"}
-
-    name: str | None = None
-    version: str
-    classes: list[str]
-    sample_rate: int
-    window_s: float
-    hop_s: float
 
 
 class Health(BaseModel):

@@ -1,7 +1,7 @@
 """The LightningModule: a network from :mod:`vocalis.models` trained on cached log-mel windows.
 
 The module holds the network as ``self.net`` and saves as hyper-parameters every fact
-:func:`vocalis.training.checkpoint.load_network` needs to rebuild it without this class or its config.
+:func:`vocalis.models.checkpoint.load_network` needs to rebuild it without this class or its config.
 """
 
 from __future__ import annotations

@@ -6,11 +6,12 @@ import json
 import logging
 import os
 import platform
-import subprocess
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from vocalis.contracts.provenance import git_commit as git_commit  # run.json records it
 
 #: rank 0 decides the run directory and passes it to the processes Lightning's DDP launcher starts
 RUN_DIR_ENV = "VOCALIS_RUN_DIR"
@@ -25,18 +26,6 @@ def new_run_name(prefix: str) -> str:
     """``<prefix>-<YYYYmmdd-HHMMSS>-<uuid8>``: unique even for runs started in the same second."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"{prefix}-{stamp}-{uuid.uuid4().hex[:8]}"
-
-
-def git_commit(cwd: str | Path | None = None) -> str | None:
-    """The commit checked out where vocalis' source lives (or in ``cwd``), or None without git."""
-    cwd = cwd if cwd is not None else Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return sha or None
 
 
 def environment_summary(device: str) -> dict[str, Any]:

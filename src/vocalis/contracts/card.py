@@ -1,44 +1,45 @@
 """The model card: the facts an exported model carries next to ``model.onnx`` (``model.json``).
 
-numpy/json only (no torch, no onnx): the predictor and the service read cards without the training extra.
-The card is also copied, field by field, into the ONNX file's ``metadata_props`` so that a lone
-``model.onnx`` still says what it is.
+One pydantic model, read by prediction and the service (no torch, no onnx) and written by export. The card
+is also copied, field by field, into the ONNX file's ``metadata_props`` so that a lone ``model.onnx`` still
+says what it is. Fields a newer version adds are kept (``extra="allow"``), so a card round-trips.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from vocalis.contracts.features import FeatureParams
 from vocalis.errors import ArtifactError
 
 MODEL_FILE = "model.onnx"
 CARD_FILE = "model.json"
 
-#: fields ``model.json`` must hold for an artifact to be usable
-REQUIRED_FIELDS = ("classes", "sample_rate", "window_s", "hop_s", "features")
 
-
-@dataclass
-class ModelCard:
+class ModelCard(BaseModel):
     """What ``model.json`` holds (see docs/contracts.md, "Model artifact").
 
-    Attribute access (``card.classes``) and mapping access (``card["classes"]``) both work, so code that
-    treats the card as the JSON dict it is on disk keeps working.
+    Attribute access (``card.classes``) and mapping access (``card["classes"]``, ``card.get("x")``) both
+    work. ``features`` is the featurizer's parameters as the JSON object (validated by
+    :class:`FeatureParams`); :attr:`feature_params` gives the object.
     """
 
-    name: str
-    version: str
-    classes: list[str]
-    sample_rate: int
-    window_s: float
-    hop_s: float
+    model_config = ConfigDict(extra="allow")
+
+    name: str = "model"
+    version: str = "unknown"
+    classes: list[str] = Field(min_length=1)
+    sample_rate: int = Field(gt=0)
+    window_s: float = Field(gt=0)
+    hop_s: float = Field(gt=0)
     features: dict[str, Any]
-    architecture: str
-    metrics: dict[str, Any] = field(default_factory=dict)
+    architecture: str = "unknown"
+    metrics: dict[str, Any] = Field(default_factory=dict)
     cache_hash: str | None = None
     git_commit: str | None = None
     created: str | None = None
@@ -48,11 +49,38 @@ class ModelCard:
     #: samples per input window (``round(window_s * sample_rate)``): the ONNX input's fixed second axis
     input_samples: int | None = None
     #: how the export-time parity check went: tolerance, measured difference, number and source of windows
-    parity: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = Field(default_factory=dict)
     #: optimisation facts: pruning amount, int8 accuracy gate, calibration
-    optimization: dict[str, Any] = field(default_factory=dict)
+    optimization: dict[str, Any] = Field(default_factory=dict)
     #: where it came from: run dir, checkpoint, cache dir
-    source: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _features(cls, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ValueError("must be an object of featurizer parameters")
+        FeatureParams.from_dict(value)  # raises ValueError on impossible parameters
+        return value
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, value: list[str]) -> list[str]:
+        if not all(value):
+            raise ValueError("class names must be non-empty")
+        return value
+
+    @field_validator("window_s", "hop_s")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be finite")
+        return value
+
+    @property
+    def feature_params(self) -> FeatureParams:
+        """The featurizer's parameters as the object."""
+        return FeatureParams.from_dict(self.features)
 
     @property
     def window_samples(self) -> int:
@@ -71,7 +99,7 @@ class ModelCard:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, as written to ``model.json``."""
-        return asdict(self)
+        return self.model_dump(mode="json")
 
     def metadata_props(self) -> dict[str, str]:
         """The card as ONNX ``metadata_props`` (string values: JSON for anything not a string)."""
@@ -87,32 +115,18 @@ class ModelCard:
         return path
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, where: str = CARD_FILE) -> ModelCard:
-        """Build a card from a dict, checking the fields the predictor relies on."""
+    def from_dict(cls, data: Any, *, where: str = CARD_FILE) -> ModelCard:
+        """Validate a card; :class:`ArtifactError` names ``where`` and every bad field."""
         if not isinstance(data, dict):
             raise ArtifactError(f"{where}: the model card must be a JSON object")
-        missing = [k for k in REQUIRED_FIELDS if k not in data]
-        if missing:
-            raise ArtifactError(f"{where}: the model card lacks the fields {missing}")
-        classes = data["classes"]
-        if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-            raise ArtifactError(f"{where}: 'classes' must be a non-empty list of class names")
         try:
-            sample_rate = int(data["sample_rate"])
-            window_s, hop_s = float(data["window_s"]), float(data["hop_s"])
-        except (TypeError, ValueError):
-            raise ArtifactError(f"{where}: sample_rate, window_s and hop_s must be numbers") from None
-        if sample_rate <= 0 or not (window_s > 0 and math.isfinite(window_s)) or not hop_s > 0:
-            raise ArtifactError(f"{where}: sample_rate, window_s and hop_s must be positive")
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values.update(sample_rate=sample_rate, window_s=window_s, hop_s=hop_s)
-        values.setdefault("name", "model")
-        values.setdefault("version", "unknown")
-        values.setdefault("architecture", "unknown")
-        if not isinstance(values.get("features"), dict):
-            raise ArtifactError(f"{where}: 'features' must be an object of featurizer parameters")
-        return cls(**values)
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            missing = [".".join(map(str, e["loc"])) for e in exc.errors() if e["type"] == "missing"]
+            if missing:
+                raise ArtifactError(f"{where}: the model card lacks the fields {missing}") from None
+            problems = "; ".join(f"'{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
+            raise ArtifactError(f"{where}: invalid model card ({problems})") from None
 
     @classmethod
     def load(cls, directory: str | Path) -> ModelCard:

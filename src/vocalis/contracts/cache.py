@@ -1,5 +1,8 @@
 """The feature cache: log-mel windows of a dataset on disk, memory-mapped, with their manifest.
 
+The one reader of a cache directory (training, evaluation, export checks and pruning all open caches with
+:meth:`FeatureCache.open`); :mod:`vocalis.data.prepare` writes them.
+
 Layout of ``<cache_dir>/<name>-<hash12>/`` (see docs/contracts.md):
 
 - ``features.npy``: float16 ``[N, n_mels, n_frames]`` (open with ``np.load(..., mmap_mode="r")``);
@@ -8,6 +11,7 @@ Layout of ``<cache_dir>/<name>-<hash12>/`` (see docs/contracts.md):
 - ``classes.json``, ``params.json``, ``skipped.csv``, ``cache.json`` (the hash and counts).
 
 A cache directory is complete or absent: it is built under a temporary name and renamed at the end.
+``skipped.csv`` is a report for people; a cache without it is still readable.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from vocalis.contracts.features import FeatureParams
+from vocalis.contracts.windows import WindowSpec
 from vocalis.errors import CacheError
-from vocalis.windows import WindowSpec
 
 #: Bumped whenever what goes into a cache changes meaning; part of the hash, so old caches are not reused.
 CACHE_FORMAT = 1
@@ -39,7 +44,11 @@ MANIFEST_COLUMNS = [
     "duration_s",
     "orig_sample_rate",
 ]
+#: the split names, in order (the manifest's ``split`` column holds one of them)
+SPLITS = ("train", "val", "test")
+#: what a cache directory holds; the reader needs all but ``skipped.csv``
 FILES = ("features.npy", "manifest.csv", "classes.json", "params.json", "skipped.csv", "cache.json")
+REQUIRED_FILES = tuple(f for f in FILES if f != "skipped.csv")
 
 
 @dataclass
@@ -60,7 +69,7 @@ class FeatureCache:
         d = Path(directory)
         if not d.is_dir():
             raise CacheError(f"{d}: feature cache directory does not exist")
-        missing = [f for f in FILES if not (d / f).exists()]
+        missing = [f for f in REQUIRED_FILES if not (d / f).exists()]
         if missing:
             raise CacheError(f"{d}: incomplete feature cache, missing {', '.join(missing)}")
         try:
@@ -90,7 +99,10 @@ class FeatureCache:
     @cached_property
     def skipped(self) -> pd.DataFrame:
         """``file, reason`` of every file that could not be used."""
-        return pd.read_csv(self.dir / "skipped.csv", dtype=str, keep_default_na=False)
+        path = self.dir / "skipped.csv"
+        if not path.is_file():
+            return pd.DataFrame(columns=["file", "reason"], dtype=str)
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
 
     @property
     def hash(self) -> str:
@@ -107,11 +119,20 @@ class FeatureCache:
         )
 
     @property
-    def feature_params(self) -> Any:
-        """The :class:`vocalis.features.FeatureParams` (imports torch)."""
-        from vocalis.features import FeatureParams
-
+    def feature_params(self) -> FeatureParams:
+        """The featurizer parameters the features were computed with."""
         return FeatureParams.from_dict(self.params["features"])
+
+    def audio_path(self, manifest_path: str) -> Path:
+        """Where the recording a manifest row names is: absolute paths as they are, relative ones against
+        the working directory, then the cache directory and the two above it (a moved project)."""
+        p = Path(manifest_path)
+        if p.is_absolute() or p.exists():
+            return p
+        for base in (self.dir, self.dir.parent, self.dir.parent.parent):
+            if (base / p).exists():
+                return base / p
+        return p
 
     def split_indices(self, split: str) -> np.ndarray:
         """Window indices of one split."""
@@ -121,4 +142,4 @@ class FeatureCache:
         """Windows per class (rows) and split (columns)."""
         m = self.manifest
         table = pd.crosstab(m["label"], m["split"]).reindex(index=self.classes, fill_value=0)
-        return table.reindex(columns=[s for s in ("train", "val", "test") if s in table.columns])
+        return table.reindex(columns=[s for s in SPLITS if s in table.columns])
