@@ -15,7 +15,7 @@ import soundfile as sf
 from runfactory import SR, call  # type: ignore[import-not-found]
 
 from vocalis.contracts.windows import WindowSpec
-from vocalis.errors import ArtifactError, ConfigError
+from vocalis.errors import ArtifactError, AudioTooShortError, ConfigError
 from vocalis.inference import Predictor
 
 #: predictions through different paths of the same samples: max |Δprob|
@@ -117,6 +117,21 @@ def test_stream_equals_whole_file(predictor: Predictor, tmp_path: Path) -> None:
     assert np.abs(a.probabilities() - b.probabilities()).max() <= RESAMPLED_TOL
 
 
+def test_a_click_is_padded_and_only_empty_audio_refused(
+    predictor: Predictor, tmp_path: Path
+) -> None:
+    """The one short-audio rule: a 33 ms click (as training accepts it) gives one zero-padded window."""
+    click = call("gamma", 0.033, SR, np.random.default_rng(3))
+    path = tmp_path / "click.wav"
+    sf.write(path, click, SR, subtype="PCM_16")
+    for fp in (predictor.predict(path), predictor.predict_stream(path)):
+        assert len(fp.windows) == 1 and fp.windows[0].end_s == pytest.approx(len(click) / SR, abs=1e-6)
+    direct = predictor.predict_windows(WindowSpec(1.0, 0.5, SR).cut(click))
+    assert np.abs(predictor.predict(click).probabilities() - direct).max() <= SAME_TOL
+    with pytest.raises(AudioTooShortError, match="too short"):
+        predictor.predict(np.zeros(0, np.float32), name="empty")
+
+
 def test_artifact_errors(artifact: Path, tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="not found"):
         Predictor.from_dir(tmp_path / "nope")
@@ -154,6 +169,7 @@ def test_predictor_never_imports_torch(artifact: Path, tmp_path: Path) -> None:
         fs = p.predict_stream({str(path)!r})
         assert fp.windows and fs.windows
         bad = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+        bad += sorted(m for m in sys.modules if m.startswith("vocalis.export"))
         print("TORCH:" + ",".join(bad))
         """
     )
