@@ -117,9 +117,7 @@ def test_stream_equals_whole_file(predictor: Predictor, tmp_path: Path) -> None:
     assert np.abs(a.probabilities() - b.probabilities()).max() <= RESAMPLED_TOL
 
 
-def test_a_click_is_padded_and_only_empty_audio_refused(
-    predictor: Predictor, tmp_path: Path
-) -> None:
+def test_a_click_is_padded_and_only_empty_audio_refused(predictor: Predictor, tmp_path: Path) -> None:
     """The one short-audio rule: a 33 ms click (as training accepts it) gives one zero-padded window."""
     click = call("gamma", 0.033, SR, np.random.default_rng(3))
     path = tmp_path / "click.wav"
