@@ -166,8 +166,8 @@ def predict(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from vocalis.audio import info as read_header
     from vocalis.inference import Predictor
-    from vocalis.inference.predictor import read_header
     from vocalis.inference.writers import FORMATS, PredictionWriter, errors_path, find_inputs, write_errors
 
     if fmt not in FORMATS:

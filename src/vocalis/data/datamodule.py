@@ -1,4 +1,4 @@
-"""A Lightning DataModule over a prepared feature cache (``vocalis.data.cache``).
+"""A Lightning DataModule over a prepared feature cache (:class:`vocalis.contracts.cache.FeatureCache`).
 
 Batches are read straight from the memory-mapped ``features.npy`` (float16 on disk, float32 out): no
 audio is decoded and no log-mel computed while training, so the loader is rarely the bottleneck.
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 
+from vocalis.contracts.cache import FeatureCache
 from vocalis.errors import CacheError
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def inverse_frequency_weights(labels: np.ndarray, n_classes: int) -> list[float]
 
 
 class CacheDataModule(L.LightningDataModule):
-    """Train/val/test loaders over a :class:`~vocalis.data.cache.FeatureCache`.
+    """Train/val/test loaders over a :class:`~vocalis.contracts.cache.FeatureCache`.
 
     ``balanced_sampler=True`` draws training windows with probability inversely proportional to their
     class frequency (with replacement, one epoch = as many draws as training windows).
@@ -95,7 +96,7 @@ class CacheDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        cache: Any,
+        cache: FeatureCache,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 0,

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import soundfile as sf
 
 from vocalis import audio
 from vocalis.contracts.card import MODEL_FILE, ModelCard
@@ -121,25 +120,6 @@ class FilePrediction:
             "summary": self.summary.to_dict(),
             "windows": [w.to_dict(self.classes if include_probs else None) for w in self.windows],
         }
-
-
-def read_header(path: str | Path, name: str | None = None) -> audio.AudioInfo:
-    """A recording's header without reading the file into memory (``vocalis.audio.info`` reads the whole
-    file, 230 MB for an hour of 32 kHz 16-bit audio); falls back to it for what libsndfile cannot open
-    directly (MP3 inside WAV)."""
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError):
-        return audio.info(path, name=name)
-    if info.samplerate <= 0 or info.channels < 1:
-        return audio.info(path, name=name)
-    return audio.AudioInfo(
-        sample_rate=int(info.samplerate),
-        channels=int(info.channels),
-        frames=int(info.frames),
-        format=str(info.format),
-        subtype=str(info.subtype),
-    )
 
 
 #: audio seconds per inference batch when the batch size is not given: onnxruntime's arena grows with the
@@ -362,7 +342,7 @@ class Predictor:
         """
         spec = self.window_spec(window_s, hop_s)
         label = name or str(path)
-        hdr = read_header(path, label)
+        hdr = audio.info(path, name=label)  # the header only, not the samples
         windows: list[WindowPrediction] = []
         total = 0
         for chunk_starts, chunk, total in self._stream_windows(path, spec, label, block_s, batch_size):
