@@ -28,7 +28,6 @@ def make_cfg(**over: Any) -> dict[str, Any]:
         "hop_s": 0.5,
         "features": dict(FEATURES),
         "split": {"val": 0.2, "test": 0.2, "seed": 1},
-        "min_duration": 0.05,
         "prepare_workers": 1,
         "chunk_size": 4,
     }

@@ -1,4 +1,4 @@
-"""Window arithmetic (vocalis.windows) and the training rule for trailing partial windows."""
+"""Window arithmetic (vocalis.contracts.windows) and the training rule for trailing partial windows."""
 
 from __future__ import annotations
 
