@@ -49,6 +49,6 @@ class FeatureParams:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     @classmethod
-    def keys(cls) -> tuple[str, ...]:
+    def field_names(cls) -> tuple[str, ...]:
         """The parameter names, in order."""
         return tuple(f.name for f in fields(cls))

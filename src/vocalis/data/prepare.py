@@ -73,7 +73,7 @@ class PrepareSettings:
     def from_config(cls, data_cfg: Mapping[str, Any], seed: int = 42) -> PrepareSettings:
         """Read and check the ``data`` config group."""
         feats = dict(data_cfg.get("features") or {})
-        unknown = set(feats) - set(FeatureParams.keys())
+        unknown = set(feats) - set(FeatureParams.field_names())
         if unknown:
             raise ConfigError(f"data.features: unknown key(s) {sorted(unknown)}")
         try:
