@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 
 import pytest
 import torch
 
 from vocalis.errors import ConfigError
-from vocalis.models import MODELS, build_model
+from vocalis.models import MODELS, build_model, model_name
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -46,6 +48,40 @@ def test_imagenet_weights_file_initialises_the_network(tmp_path: Path) -> None:
 def test_unknown_model_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown model"):
         build_model("vgg", 3, 64, 101)
+    with pytest.raises(ConfigError, match="cannot import"):
+        build_model("vocalis.models.no_such_net", 3, 64, 101)
+
+
+def test_a_constructor_from_elsewhere_is_recorded_by_import_path_and_rebuilt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # what a checkpoint records for model._target_: a short name for ours, the import path otherwise
+    assert model_name("vocalis.models.CompactCNN") == "compact"
+    assert model_name("vocalis.models.resnet.resnet34") == "resnet34"
+    path = "vocalis.models.compact.CompactCNN"
+    assert model_name(path) == "compact"
+    # a constructor from outside vocalis.models keeps its import path and is imported again
+    module = types.ModuleType("outside_nets")
+    module.TinyNet = TinyNet  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "outside_nets", module)
+    outside = "outside_nets.TinyNet"
+    assert model_name(outside) == outside
+    net = build_model(outside, 3, 16, 20, hidden=5)
+    assert isinstance(net, TinyNet) and net(torch.zeros(2, 1, 16, 20)).shape == (2, 3)
+
+
+class TinyNet(torch.nn.Module):
+    """A network defined outside vocalis.models, built by import path."""
+
+    def __init__(self, n_classes: int, n_mels: int, n_frames: int, hidden: int = 4) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(n_mels * n_frames, hidden), torch.nn.Linear(hidden, n_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits."""
+        return self.body(x)
 
 
 @pytest.mark.slow

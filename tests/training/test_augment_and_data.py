@@ -48,11 +48,20 @@ def test_dynamic_range_gain_keeps_the_peak_and_raises_the_floor() -> None:
 
 
 def test_mixup_is_a_convex_combination() -> None:
-    x, yl = _db(), torch.tensor([0, 1, 2, 0])
+    # example i is the constant i, so each mixed example reveals which partner it was mixed with
+    n = 6
+    x = torch.arange(n, dtype=torch.float64).view(n, 1, 1, 1).expand(n, 1, 4, 5).clone()
+    yl = torch.tensor([0, 1, 2, 0, 1, 2])
     torch.manual_seed(3)
     mixed, ya, yb, lam = mixup(x, yl, alpha=0.4)
-    assert 0.0 <= lam <= 1.0 and torch.equal(ya, yl) and sorted(yb.tolist()) == sorted(yl.tolist())
-    assert mixed.shape == x.shape and torch.all(mixed <= 0.0)
+    assert 0.0 < lam < 1.0 and torch.equal(ya, yl)
+    partner = (mixed[:, 0, 0, 0] - lam * x[:, 0, 0, 0]) / (1.0 - lam)
+    perm = partner.round().long()
+    assert torch.allclose(partner, perm.double(), atol=1e-9)  # a whole example, not a blend of several
+    assert sorted(perm.tolist()) == list(range(n))  # every example is some pair's partner once
+    # mixed = lam * x + (1 - lam) * x[perm] everywhere, and the second label is the partner's
+    assert torch.allclose(mixed, lam * x + (1.0 - lam) * x[perm], atol=1e-12)
+    assert torch.equal(yb, yl[perm])
 
 
 def test_batched_read_equals_single_reads_in_sampler_order(tmp_path: Path) -> None:

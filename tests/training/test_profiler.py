@@ -1,4 +1,4 @@
-"""``trainer.profiler=simple|advanced|pytorch`` writes its report into the run directory."""
+"""``profiler=simple|advanced|pytorch`` writes its report into the run directory."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def test_profiler_report_lands_in_the_run_directory(
     run = tmp_path / "run"
     overrides = [
         *tiny_overrides,
-        f"trainer.profiler={profiler}",
+        f"profiler={profiler}",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=3",
         f"run_dir={run}",

@@ -35,7 +35,7 @@ def test_two_trial_sweep_saves_the_best_config(tmp_path: Path, tiny_overrides: l
     best = yaml.safe_load(result.best_config.read_text())
     # the best config holds the sampled values of the best trial
     assert best["optimizer"]["lr"] == pytest.approx(result.best_params["optimizer.lr"])
-    assert best["model"]["kwargs"]["width"] == result.best_params["model.kwargs.width"]
+    assert best["model"]["width"] == result.best_params["model.width"]
     for t in range(2):
         assert (sweep_dir / f"trial-{t:03d}" / "metrics.json").is_file()
 

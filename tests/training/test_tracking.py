@@ -33,7 +33,7 @@ def test_mlflow_run_has_params_metrics_and_artifacts(tmp_path: Path, tiny_overri
     run_id = json.loads((run_dir / "run.json").read_text())["mlflow_run_id"]
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     run = client.get_run(run_id)
-    assert run.data.params["model/name"] == "compact"
+    assert run.data.params["model/_target_"] == "vocalis.models.CompactCNN"
     assert run.data.metrics["test/acc"] == pytest.approx(result.metrics["accuracy"])
     assert {"val/acc", "val/macro_f1", "val/acc_best", "train/loss_epoch"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run_id, "evaluation")}
@@ -52,8 +52,7 @@ def test_wandb_offline_and_csv_loggers_write_their_runs(
     run_dir = tmp_path / "run"
     overrides = [
         *tiny_overrides,
-        "logger=wandb",
-        "+logger.csv={}",
+        "logger=[wandb,csv]",
         "trainer.max_epochs=1",
         f"run_dir={run_dir}",
     ]

@@ -53,6 +53,7 @@ def test_demo_learns_and_writes_the_whole_run_directory(demo_run: TrainResult) -
 
     info = json.loads((run / "run.json").read_text())
     assert info["epochs"] == 5 and info["cache_hash"] and Path(info["cache_dir"]).is_dir()
+    assert info["model"] == "compact" and info["max_time"] is None and info["stopped_by_max_time"] is False
     assert {"python", "torch", "lightning", "cpu_count", "device"} <= set(info["environment"])
 
     saved = yaml.safe_load((run / "config.yaml").read_text())
@@ -71,6 +72,22 @@ def test_same_seed_same_metrics(demo_run: TrainResult, tiny_root: Path, tiny_ove
     assert again.metrics["macro_f1"] == demo_run.metrics["macro_f1"]
     assert again.metrics["confusion_matrix"] == demo_run.metrics["confusion_matrix"]
     assert again.best_val == demo_run.best_val
+
+
+@pytest.mark.slow
+def test_a_time_limit_that_fires_is_recorded(tiny_root: Path, tiny_overrides: list[str]) -> None:
+    # one second of training cannot reach 200 epochs: the opt-in guard ends the run and says so
+    result = _train(
+        tiny_overrides,
+        "trainer.max_epochs=200",
+        "trainer.max_time=00:00:00:01",
+        f"run_dir={tiny_root / 'runs' / 'timed'}",
+    )
+    info = json.loads((result.run_dir / "run.json").read_text())
+    assert result.stopped_by_max_time and info["stopped_by_max_time"] is True
+    assert info["max_time"] == "00:00:00:01" and info["epochs"] < info["max_epochs"] == 200
+    assert "stopped training after" in (result.run_dir / "train.log").read_text()
+    assert (result.run_dir / "metrics.json").is_file()  # the run is still tested and complete
 
 
 def test_run_names_are_unique_within_one_second() -> None:

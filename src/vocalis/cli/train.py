@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+if TYPE_CHECKING:
+    from vocalis.training.sweep import SweepResult
+
 console = Console()
 
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 _OVERRIDES_HELP = (
-    "Hydra overrides, e.g. experiment=demo model=resnet18 trainer.max_epochs=5 logger=csv "
-    "run_dir=runs/x resume=RUN_DIR trainer=ddp trainer.profiler=simple"
+    "Hydra overrides, e.g. experiment=demo model=resnet18 trainer.max_epochs=5 logger=[mlflow,csv] "
+    "run_dir=runs/x resume=RUN_DIR trainer=ddp profiler=simple"
 )
 
 
@@ -82,13 +85,14 @@ def train_command(
     """
     from vocalis.training.config import compose_config
     from vocalis.training.rundir import is_ddp_child
+    from vocalis.training.sweep import run_sweep
     from vocalis.training.train import prepare_data, resolve_resume, train
 
     _quiet_console_logging()
     cfg = resolve_resume(compose_config(list(overrides or [])))
     if cfg.get("hparams_search") and not cfg.get("resume"):
         # `vocalis train hparams_search=optuna` is the same as `vocalis sweep`
-        _print_sweep(cfg)
+        _print_sweep(run_sweep(cfg), str(cfg.hparams_search.metric))
         return
     bar, progress = _progress_bar()
     with bar:
@@ -103,6 +107,12 @@ def train_command(
         f"epochs {result.epochs}  best {cfg.callbacks.checkpoint.monitor} "
         f"{'n/a' if result.best_val is None else f'{result.best_val:.4f}'}  time {result.seconds:.1f} s"
     )
+    if result.stopped_by_max_time:
+        console.print(
+            f"[yellow]trainer.max_time={cfg.trainer.max_time} stopped training after {result.epochs} of "
+            f"{cfg.trainer.max_epochs} epochs[/]: the result depends on how busy the machine was "
+            "(recorded in run.json)"
+        )
     console.print(f"[green]run directory[/] {result.run_dir}")
 
 
@@ -137,19 +147,19 @@ def sweep_command(
     is saved as SWEEP_DIR/best_config.yaml.
     """
     from vocalis.training.config import compose_config
+    from vocalis.training.sweep import run_sweep
 
     _quiet_console_logging()
     args = list(overrides or [])
     if not any(a.startswith("hparams_search=") for a in args):
         args.append("hparams_search=optuna")
-    _print_sweep(compose_config(args))
+    cfg = compose_config(args)
+    _print_sweep(run_sweep(cfg), str(cfg.hparams_search.metric))
 
 
-def _print_sweep(cfg: Any) -> None:
-    from vocalis.training.sweep import run_sweep
-
-    result = run_sweep(cfg)
-    table = Table(title=f"sweep {result.study_name}: {cfg.hparams_search.metric}")
+def _print_sweep(result: SweepResult, metric: str) -> None:
+    """Render a finished study: one row per trial, then the best trial and its config."""
+    table = Table(title=f"sweep {result.study_name}: {metric}")
     table.add_column("trial", justify="right")
     table.add_column("state")
     table.add_column("value", justify="right")

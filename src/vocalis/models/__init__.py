@@ -1,7 +1,9 @@
 """Networks that map a log-mel batch ``[B, 1, n_mels, frames]`` to class logits ``[B, n_classes]``.
 
-Chosen by name (the Hydra group ``model=``); every constructor takes the class count and the input shape
-from the data, so one config trains on any dataset.
+Hydra builds them from the ``model=`` group by ``_target_`` (a constructor here, or any importable one);
+every constructor takes the class count and the input shape from the data, so one config trains on any
+dataset. A checkpoint records the network as a name and keyword arguments; :func:`build_model` rebuilds
+it from those without the config.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from vocalis.errors import ConfigError
 from vocalis.models.compact import CompactCNN
 from vocalis.models.resnet import resnet18, resnet34
 
+#: the short names checkpoints (and artifact cards) record for the constructors shipped here
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "compact": CompactCNN,
     "resnet18": resnet18,
@@ -22,13 +25,37 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_model(name: str, n_classes: int, n_mels: int, n_frames: int, **kwargs: Any) -> nn.Module:
-    """Build the network called ``name`` for ``n_classes`` classes and ``[1, n_mels, n_frames]`` inputs."""
+def _import(path: str) -> Callable[..., nn.Module]:
+    from hydra.utils import get_object
+
     try:
-        ctor = MODELS[name]
-    except KeyError:
-        raise ConfigError(f"model: unknown model '{name}', choose one of {sorted(MODELS)}") from None
+        obj = get_object(path)
+    except Exception as exc:  # hydra wraps import and attribute errors differently across versions
+        raise ConfigError(f"model: cannot import '{path}' ({exc})".splitlines()[0]) from None
+    if not callable(obj):
+        raise ConfigError(f"model: '{path}' is not a constructor")
+    return obj  # type: ignore[no-any-return]
+
+
+def model_name(target: str) -> str:
+    """The name a checkpoint records for the constructor at import path ``target``.
+
+    One of :data:`MODELS` (``vocalis.models.CompactCNN`` -> ``compact``), or the import path itself for a
+    constructor from elsewhere, which :func:`build_model` imports again.
+    """
+    ctor = _import(target)
+    return next((name for name, known in MODELS.items() if known is ctor), target)
+
+
+def build_model(name: str, n_classes: int, n_mels: int, n_frames: int, **kwargs: Any) -> nn.Module:
+    """Build the network ``name`` (a :data:`MODELS` name or an import path) for ``n_classes`` classes and
+    ``[1, n_mels, n_frames]`` inputs."""
+    ctor = MODELS.get(name)
+    if ctor is None:
+        if "." not in name:
+            raise ConfigError(f"model: unknown model '{name}', choose one of {sorted(MODELS)}")
+        ctor = _import(name)
     return ctor(n_classes=n_classes, n_mels=n_mels, n_frames=n_frames, **kwargs)
 
 
-__all__ = ["MODELS", "CompactCNN", "build_model", "resnet18", "resnet34"]
+__all__ = ["MODELS", "CompactCNN", "build_model", "model_name", "resnet18", "resnet34"]

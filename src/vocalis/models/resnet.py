@@ -1,4 +1,4 @@
-"""torchvision ResNets adapted to one-channel spectrograms, as the seed did for WMMS."""
+"""torchvision ResNets adapted to one-channel spectrograms, as the reference system did for WMMS."""
 
 from __future__ import annotations
 
@@ -46,5 +46,5 @@ def resnet18(
 def resnet34(
     n_classes: int, n_mels: int = 64, n_frames: int = 1168, pretrained_path: str | None = None
 ) -> nn.Module:
-    """ResNet34 with a one-channel first convolution (the seed's WMMS model)."""
+    """ResNet34 with a one-channel first convolution (the reference system's WMMS model)."""
     return _adapt(tvm.resnet34(weights=None), n_classes, pretrained_path, "resnet34")

@@ -1,7 +1,9 @@
-"""The LightningModule: a network from :mod:`vocalis.models` trained on cached log-mel windows.
+"""The LightningModule: a network (built by Hydra from ``model=``) trained on cached log-mel windows.
 
 The module holds the network as ``self.net`` and saves as hyper-parameters every fact
-:func:`vocalis.models.checkpoint.load_network` needs to rebuild it without this class or its config.
+:func:`vocalis.models.checkpoint.load_network` needs to rebuild it without this class or its config
+(``model_name`` and ``model_kwargs`` name the constructor and its arguments for
+:func:`vocalis.models.build_model`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from vocalis.models import build_model
 from vocalis.training.augment import AugmentConfig, dynamic_range_gain, mixup, spec_augment
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -25,12 +26,14 @@ SchedulerFactory = Callable[..., Any]
 class VocalisClassifier(L.LightningModule):
     """Classify log-mel windows ``[B, 1, n_mels, n_frames]`` into ``classes``.
 
+    ``net`` is the network, ``model_name``/``model_kwargs`` what rebuilds it (recorded, not used here).
     ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``) called with the parameters
     and the optimizer; ``class_weights`` re-weights the cross-entropy for imbalanced data.
     """
 
     def __init__(
         self,
+        net: nn.Module,
         model_name: str,
         classes: Sequence[str],
         features: dict[str, Any],
@@ -50,12 +53,13 @@ class VocalisClassifier(L.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        # the factories are code, not facts: the resolved config.yaml of the run records them
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        # the network and the factories are code, not facts: model_name/model_kwargs and the resolved
+        # config.yaml of the run record them
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.hparams["classes"] = list(classes)
         self.hparams["model_kwargs"] = dict(model_kwargs or {})
         n_classes = len(classes)
-        self.net = build_model(model_name, n_classes, n_mels, n_frames, **dict(model_kwargs or {}))
+        self.net = net
         self.channels_last = channels_last
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -71,12 +75,9 @@ class VocalisClassifier(L.LightningModule):
 
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
-        self.test_loss = MeanMetric()
         self.train_acc = MulticlassAccuracy(n_classes, average="micro")
         self.val_acc = MulticlassAccuracy(n_classes, average="micro")
         self.val_f1 = MulticlassF1Score(n_classes, average="macro")
-        self.test_acc = MulticlassAccuracy(n_classes, average="micro")
-        self.test_f1 = MulticlassF1Score(n_classes, average="macro")
         self.val_acc_best = MaxMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,16 +113,13 @@ class VocalisClassifier(L.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def _eval_step(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        """Accumulate validation loss, accuracy and macro-F1."""
         x, y = batch[0], batch[1]
         logits = self(x)
         # unweighted, unsmoothed loss: comparable across runs whatever the training loss was
         loss = nn.functional.cross_entropy(logits, y)
-        return loss, logits.argmax(dim=1), y
-
-    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        """Accumulate validation loss, accuracy and macro-F1."""
-        loss, pred, y = self._eval_step(batch)
+        pred = logits.argmax(dim=1)
         self.val_loss(loss)
         self.val_acc(pred, y)
         self.val_f1(pred, y)
@@ -133,16 +131,6 @@ class VocalisClassifier(L.LightningModule):
         """Track the best validation accuracy so far (``val/acc_best``)."""
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
-
-    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        """Accumulate test loss, accuracy and macro-F1 (``trainer.test``)."""
-        loss, pred, y = self._eval_step(batch)
-        self.test_loss(loss)
-        self.test_acc(pred, y)
-        self.test_f1(pred, y)
-        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
-        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
-        self.log("test/macro_f1", self.test_f1, on_step=False, on_epoch=True)
 
     def configure_optimizers(self) -> Any:
         """The optimizer (default Adam 1e-3) and, when configured, an epoch-wise LR scheduler."""

@@ -2,7 +2,13 @@
 
 Each trial is an ordinary :func:`vocalis.training.train.train` run (its own run directory and tracker
 run) with the sampled values set in the config; a callback reports the validation metric to Optuna at
-every validation and stops the trial when the pruner says so.
+every validation and stops the trial when the pruner says so. The sampler and the pruner are built from
+the config by ``_target_``.
+
+The pruning callback is ours rather than ``optuna-integration``'s ``PyTorchLightningPruningCallback``:
+that one raises ``TrialPruned`` from inside ``Trainer.fit``, so a pruned trial would end without its test
+metrics, ``run.json`` or a finished tracker run; ours stops the trainer (``should_stop``), the trial is
+tested and written like any run, and the objective then tells Optuna it was pruned.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import optuna
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -41,26 +49,23 @@ class SweepResult:
 class OptunaPruning(Callback):
     """Report ``monitor`` to the trial after every validation; stop training when the trial is pruned."""
 
-    def __init__(self, trial: Any, monitor: str) -> None:
+    def __init__(self, trial: optuna.Trial, monitor: str) -> None:
         self.trial = trial
         self.monitor = monitor
         self.pruned = False
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """``trial.report`` then ``trial.should_prune``."""
-        if trainer.sanity_checking:
-            return
         value = trainer.callback_metrics.get(self.monitor)
-        if value is None:
+        if trainer.sanity_checking or value is None:
             return
         self.trial.report(float(value), step=trainer.current_epoch)
         if self.trial.should_prune():
             log.info("trial %d pruned at epoch %d", self.trial.number, trainer.current_epoch)
-            self.pruned = True
-            trainer.should_stop = True
+            self.pruned = trainer.should_stop = True
 
 
-def suggest(trial: Any, key: str, spec: dict[str, Any]) -> Any:
+def suggest(trial: optuna.Trial, key: str, spec: dict[str, Any]) -> Any:
     """Draw one value of the search space entry ``spec`` for config ``key``."""
     kind = str(spec.get("type", "float"))
     if kind == "float":
@@ -74,8 +79,6 @@ def suggest(trial: Any, key: str, spec: dict[str, Any]) -> Any:
 
 def run_sweep(cfg: DictConfig) -> SweepResult:
     """Run the study that ``cfg.hparams_search`` describes; returns the best trial and its config."""
-    import optuna
-
     hs = cfg.get("hparams_search")
     if not hs:
         raise ConfigError("hparams_search: not set; add hparams_search=optuna")
@@ -87,22 +90,21 @@ def run_sweep(cfg: DictConfig) -> SweepResult:
     ).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     cache = prepare_data(cfg)  # once, shared by every trial
-    storage = str(hs.storage) if hs.get("storage") else f"sqlite:///{sweep_dir / 'optuna.db'}"
-    pruner = optuna.pruners.MedianPruner(
-        n_startup_trials=int(hs.pruner.n_startup_trials), n_warmup_steps=int(hs.pruner.n_warmup_steps)
-    )
+    direction = str(hs.direction)
+    if direction not in ("minimize", "maximize"):
+        raise ConfigError(f"hparams_search.direction: '{direction}' is not minimize or maximize")
     study = optuna.create_study(
         study_name=str(hs.study_name),
-        storage=storage,
-        direction="maximize" if str(hs.direction) == "maximize" else "minimize",
-        sampler=optuna.samplers.TPESampler(seed=int(hs.sampler_seed)),
-        pruner=pruner,
+        storage=str(hs.storage or f"sqlite:///{sweep_dir / 'optuna.db'}"),
+        direction=optuna.study.StudyDirection[direction.upper()],
+        sampler=instantiate(hs.sampler),
+        pruner=instantiate(hs.pruner),
         load_if_exists=True,
     )
-    metric, prune_on = str(hs.metric), str(hs.get("prune_on") or hs.metric)
+    metric, prune_on = str(hs.metric), str(hs.prune_on or hs.metric)
     OmegaConf.save(cfg, sweep_dir / "sweep_config.yaml", resolve=True)
 
-    def objective(trial: Any) -> float:
+    def objective(trial: optuna.Trial) -> float:
         tcfg = cfg.copy()
         params = {str(key): suggest(trial, str(key), dict(spec)) for key, spec in space.items()}
         with open_dict(tcfg):
@@ -124,7 +126,7 @@ def run_sweep(cfg: DictConfig) -> SweepResult:
     study.optimize(
         objective,
         n_trials=int(hs.n_trials),
-        timeout=float(hs.timeout) if hs.get("timeout") else None,
+        timeout=None if hs.timeout is None else float(hs.timeout),
         gc_after_trial=True,
     )
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

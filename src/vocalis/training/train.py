@@ -21,13 +21,8 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import (
-    Callback,
-    EarlyStopping,
-    ModelCheckpoint,
-    RichProgressBar,
-    TQDMProgressBar,
-)
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -61,51 +56,15 @@ class TrainResult:
     best_val: float | None
     seconds: float
     cache_dir: Path
+    #: True when ``trainer.max_time`` stopped training before ``trainer.max_epochs``
+    stopped_by_max_time: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class LastCheckpoint(Callback):
-    """``checkpoints/last.ckpt`` every ``every_n_train_steps`` steps and at each epoch end.
-
-    Written to a temporary file and renamed, so a run killed while saving still has a readable
-    ``last.ckpt`` to resume from.
-    """
-
-    def __init__(self, dirpath: Path, every_n_train_steps: int | None = 50) -> None:
-        self.path = Path(dirpath) / "last.ckpt"
-        self.every = int(every_n_train_steps or 0)
-
-    def _save(self, trainer: L.Trainer) -> None:
-        if trainer.sanity_checking or getattr(trainer, "fast_dev_run", False):
-            return
-        tmp = self.path.with_name("last.ckpt.tmp")
-        trainer.save_checkpoint(tmp, weights_only=False)
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
-        trainer.strategy.barrier("last_checkpoint")
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        """Save every N optimisation steps (mid-epoch kills lose at most N steps)."""
-        if self.every and trainer.global_step % self.every == 0 and trainer.global_step > 0:
-            self._save(trainer)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Save at the end of each epoch (after validation)."""
-        self._save(trainer)
 
 
 def _plain(node: Any) -> Any:
     if isinstance(node, DictConfig):
         return OmegaConf.to_container(node, resolve=True)
     return node
-
-
-def _abs_sqlite(uri: str) -> str:
-    """``sqlite:///relative.db`` -> an absolute path, so every process and `mlflow ui` agree."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
-        return prefix + str(Path(uri[len(prefix) :]).resolve())
-    return uri
 
 
 def _decide_run_dir(cfg: DictConfig) -> Path:
@@ -121,104 +80,53 @@ def _decide_run_dir(cfg: DictConfig) -> Path:
     return Path(str(cfg.paths.runs_dir)) / new_run_name(str(cfg.get("name") or "train"))
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path, run_name: str, mlflow_run_id: str | None) -> list[Logger]:
-    """The Lightning loggers named in ``cfg.logger`` (mlflow, wandb, csv, tensorboard), all under the run."""
-    specs = _plain(cfg.get("logger")) or {}
+def _targets(cfg: DictConfig, group: str) -> dict[str, DictConfig]:
+    """The non-null entries of ``cfg.<group>``, each required to name a ``_target_``."""
+    nodes: dict[str, DictConfig] = {}
+    for key, node in (cfg.get(group) or {}).items():
+        if node is None:
+            continue
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ConfigError(f"{group}.{key}: has no _target_ (the class to build)")
+        nodes[str(key)] = node
+    return nodes
+
+
+def _build(path: str, node: DictConfig, **kwargs: Any) -> Any:
+    try:
+        return instantiate(node, **kwargs)
+    except Exception as exc:  # hydra wraps the constructor's error in InstantiationException
+        message = " ".join(str(exc).split())
+        raise ConfigError(f"{path}: cannot build {node.get('_target_')}: {message}") from None
+
+
+def build_loggers(cfg: DictConfig, mlflow_run_id: str | None = None) -> list[Logger]:
+    """The Lightning loggers of ``cfg.logger``, built by ``_target_``.
+
+    ``mlflow_run_id``: continue that MLflow run (a resumed run) instead of starting one.
+    """
     loggers: list[Logger] = []
-    for kind, kwargs in specs.items():
-        kw = dict(kwargs or {})
-        if kind == "mlflow":
-            kw["tracking_uri"] = _abs_sqlite(str(kw.get("tracking_uri") or "sqlite:///mlflow.db"))
-            loc = kw.get("artifact_location")
-            if loc and "://" not in str(loc):
-                kw["artifact_location"] = Path(str(loc)).resolve().as_uri()
-            kw.setdefault("run_name", run_name)
-            if mlflow_run_id:
-                kw["run_id"] = mlflow_run_id
-            loggers.append(MLFlowLogger(**kw))
-        elif kind == "wandb":
-            from lightning.pytorch.loggers import WandbLogger
-
-            kw.setdefault("save_dir", str(run_dir))
-            kw.setdefault("name", run_name)
-            loggers.append(WandbLogger(**kw))
-        elif kind == "csv":
-            from lightning.pytorch.loggers import CSVLogger
-
-            loggers.append(CSVLogger(**{"save_dir": str(run_dir), "name": "csv", "version": "", **kw}))
-        elif kind == "tensorboard":
-            from lightning.pytorch.loggers import TensorBoardLogger
-
-            loggers.append(
-                TensorBoardLogger(**{"save_dir": str(run_dir), "name": "tensorboard", "version": "", **kw})
-            )
-        else:
-            raise ConfigError(f"logger: unknown logger '{kind}' (mlflow, wandb, csv, tensorboard)")
+    for key, node in _targets(cfg, "logger").items():
+        resume = {"run_id": mlflow_run_id} if mlflow_run_id and "MLFlowLogger" in str(node._target_) else {}
+        loggers.append(_build(f"logger.{key}", node, **resume))
     return loggers
 
 
-def build_callbacks(cfg: DictConfig, ckpt_dir: Path, extra: list[Callback] | None = None) -> list[Callback]:
-    """Best + last checkpoints, early stopping and the progress bar from ``cfg.callbacks``."""
-    cb = cfg.callbacks
-    monitor = str(cb.checkpoint.monitor)
-    mode = str(cb.checkpoint.mode)
-    callbacks: list[Callback] = [
-        ModelCheckpoint(
-            dirpath=ckpt_dir,
-            filename="best",
-            monitor=monitor,
-            mode=mode,
-            save_top_k=1,
-            save_last=False,
-            auto_insert_metric_name=False,
-            enable_version_counter=False,
-        ),
-        LastCheckpoint(ckpt_dir, cb.last.every_n_train_steps),
-    ]
-    es = cb.get("early_stopping")
-    if es:
-        # a partial node (an experiment setting only the patience) falls back to the checkpoint's metric
-        callbacks.append(
-            EarlyStopping(
-                monitor=str(es.get("monitor") or monitor),
-                mode=str(es.get("mode") or mode),
-                patience=int(es.get("patience", 6)),
-                min_delta=float(es.get("min_delta", 0.0)),
-            )
-        )
-    bar = str(cb.get("progress_bar") or "none")
-    if bar == "rich":
-        callbacks.append(RichProgressBar(leave=True))
-    elif bar == "tqdm":
-        callbacks.append(TQDMProgressBar())
+def build_callbacks(cfg: DictConfig, extra: list[Callback] | None = None) -> list[Callback]:
+    """The Lightning callbacks of ``cfg.callbacks`` (best/last checkpoints, early stopping, progress bar)
+    built by ``_target_``, then ``extra``."""
+    callbacks = [_build(f"callbacks.{key}", node) for key, node in _targets(cfg, "callbacks").items()]
     return callbacks + list(extra or [])
-
-
-def _profiler(spec: Any, run_dir: Path) -> Any:
-    if not spec:
-        return None
-    from lightning.pytorch import profilers
-
-    kind = str(spec)
-    out = run_dir / "profiler"
-    if kind == "simple":
-        return profilers.SimpleProfiler(dirpath=out, filename="simple", extended=True)
-    if kind == "advanced":
-        return profilers.AdvancedProfiler(dirpath=out, filename="advanced")
-    if kind == "pytorch":
-        return profilers.PyTorchProfiler(dirpath=out, filename="pytorch", sort_by_key="cpu_time_total")
-    raise ConfigError(f"trainer.profiler: '{kind}' is not one of simple, advanced, pytorch")
 
 
 def build_module(cfg: DictConfig, cache: Any, datamodule: Any) -> Any:
     """The :class:`VocalisClassifier` for this config and cache."""
-    from hydra.utils import instantiate
-
     from vocalis.data.datamodule import inverse_frequency_weights
+    from vocalis.models import model_name
     from vocalis.training.module import VocalisClassifier
 
     tr = cfg.training
-    imbalance = str(tr.get("imbalance") or "none")
+    imbalance = str(tr.imbalance)
     if imbalance not in ("none", "class_weights", "sampler"):
         raise ConfigError(f"training.imbalance: '{imbalance}' is not one of none, class_weights, sampler")
     weights = (
@@ -228,9 +136,12 @@ def build_module(cfg: DictConfig, cache: Any, datamodule: Any) -> Any:
     )
     optimizer = instantiate(cfg.optimizer) if cfg.get("optimizer") else None
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    shape = {"n_classes": len(cache.classes), "n_mels": datamodule.n_mels, "n_frames": datamodule.n_frames}
+    model_kwargs = {str(k): v for k, v in (_plain(cfg.model) or {}).items() if not str(k).startswith("_")}
     return VocalisClassifier(
-        model_name=str(cfg.model.name),
-        model_kwargs=_plain(cfg.model.get("kwargs")) or {},
+        net=_build("model", cfg.model, **shape),
+        model_name=model_name(str(cfg.model._target_)),
+        model_kwargs=model_kwargs,
         classes=list(cache.classes),
         features=dict(cache.params["features"]),
         window_s=float(cache.params["window_s"]),
@@ -241,11 +152,11 @@ def build_module(cfg: DictConfig, cache: Any, datamodule: Any) -> Any:
         cache_dir=str(Path(cache.dir).resolve()),
         optimizer=optimizer,
         scheduler=scheduler,
-        label_smoothing=float(tr.get("label_smoothing") or 0.0),
+        label_smoothing=float(tr.label_smoothing),
         class_weights=weights,
-        augment=_plain(tr.get("augment")) or {},
-        channels_last=bool(cfg.trainer.get("channels_last", False)),
-        compile=bool(cfg.get("compile", False)),
+        augment=_plain(tr.augment),
+        channels_last=bool(cfg.trainer.channels_last),
+        compile=bool(cfg.compile),
     )
 
 
@@ -355,18 +266,18 @@ def _fit(
     trainer_kw = dict(_plain(cfg.trainer))
     for key in _TRAINER_EXTRAS:
         trainer_kw.pop(key, None)
-    accelerator = str(trainer_kw.get("accelerator", "cpu"))
+    accelerator = str(trainer_kw["accelerator"])
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     ld = cfg.loader
-    pin = bool(ld.pin_memory) if ld.get("pin_memory") is not None else on_gpu
+    pin = on_gpu if ld.pin_memory is None else bool(ld.pin_memory)
     dm = CacheDataModule(
         cache,
         batch_size=int(ld.batch_size),
-        eval_batch_size=int(ld.get("eval_batch_size") or ld.batch_size),
+        eval_batch_size=int(ld.eval_batch_size),
         num_workers=int(ld.num_workers),
         pin_memory=pin,
-        persistent_workers=bool(ld.get("persistent_workers", True)),
-        balanced_sampler=str(cfg.training.get("imbalance")) == "sampler",
+        persistent_workers=bool(ld.persistent_workers),
+        balanced_sampler=str(cfg.training.imbalance) == "sampler",
         seed=int(cfg.seed),
     )
     module = build_module(cfg, cache, dm)
@@ -376,21 +287,23 @@ def _fit(
     if resume and run_json_path.is_file():
         previous = json.loads(run_json_path.read_text())
     run_name = run_dir.name
-    loggers = [] if child else build_loggers(cfg, run_dir, run_name, previous.get("mlflow_run_id"))
+    loggers = [] if child else build_loggers(cfg, previous.get("mlflow_run_id"))
     if not child:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         (run_dir / "classes.json").write_text(json.dumps(list(cache.classes), indent=2) + "\n")
         for lg in loggers:
             lg.log_hyperparams(_flat_params(cfg))
 
-    trainer_kw["profiler"] = _profiler(trainer_kw.get("profiler"), run_dir)
+    profiler = _build("profiler", cfg.profiler) if cfg.get("profiler") else None
     trainer = L.Trainer(
         **trainer_kw,
         default_root_dir=str(run_dir),
         logger=loggers or False,
-        callbacks=build_callbacks(cfg, ckpt_dir, extra_callbacks),
+        callbacks=build_callbacks(cfg, extra_callbacks),
+        profiler=profiler,
         enable_checkpointing=True,
-        enable_progress_bar=str(cfg.callbacks.get("progress_bar") or "none") != "none",
+        # Lightning adds a tqdm bar of its own unless told there is none
+        enable_progress_bar=bool(cfg.callbacks.get("progress_bar")),
     )
     ckpt_path = str(ckpt_dir / "last.ckpt") if resume else None
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
@@ -411,6 +324,16 @@ def _fit(
         if isinstance(cb, ModelCheckpoint) and cb.best_model_score is not None:
             best_score = float(cb.best_model_score)
     seconds = time.perf_counter() - t0 + float(previous.get("seconds") or 0.0)
+    max_time = cfg.trainer.get("max_time")
+    stopped_by_max_time = _stopped_by_max_time(trainer, int(cfg.trainer.max_epochs))
+    if stopped_by_max_time:
+        log.warning(
+            "trainer.max_time=%s stopped training after %d of %d epochs: this run's result depends on "
+            "how fast the machine was",
+            max_time,
+            trainer.current_epoch,
+            cfg.trainer.max_epochs,
+        )
     write_json(
         run_json_path,
         {
@@ -419,9 +342,12 @@ def _fit(
             "git_commit": git_commit(),
             "cache_hash": cache.hash,
             "cache_dir": str(Path(cache.dir).resolve()),
-            "model": str(cfg.model.name),
+            "model": module.hparams["model_name"],
             "epochs": int(trainer.current_epoch),
             "max_epochs": int(cfg.trainer.max_epochs),
+            # the opt-in wall-clock guard and whether it ended training (then the epochs vary by machine)
+            "max_time": max_time,
+            "stopped_by_max_time": stopped_by_max_time,
             "global_step": int(trainer.global_step),
             "best_val": best_score,
             "monitor": str(cfg.callbacks.checkpoint.monitor),
@@ -441,8 +367,18 @@ def _fit(
         best_val=best_score,
         seconds=seconds,
         cache_dir=Path(cache.dir),
+        stopped_by_max_time=stopped_by_max_time,
         extra={"trainer": trainer},
     )
+
+
+def _stopped_by_max_time(trainer: L.Trainer, max_epochs: int) -> bool:
+    """Did Lightning's ``Timer`` (added for ``trainer.max_time``) end training before ``max_epochs``?"""
+    timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)  # type: ignore[attr-defined]
+    if timer is None or trainer.current_epoch >= max_epochs:
+        return False
+    remaining = timer.time_remaining()
+    return remaining is not None and remaining <= 0
 
 
 def _flat_params(cfg: DictConfig) -> dict[str, Any]:
