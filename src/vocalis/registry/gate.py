@@ -556,7 +556,8 @@ def render_markdown(result: GateResult, decision: str, reason: str | None = None
         lines.append(f"| recall {cls} | {c.metrics['per_class_recall'][cls]:.4f} | {prod_recall} |")
     lines += ["", "| check | result | detail |", "|---|---|---|"]
     for check in result.checks:
-        lines.append(f"| {check.name} | {'pass' if check.passed else '**FAIL**'} | {check.detail} |")
+        detail = check.detail.replace("|", "\\|")  # a pipe in a detail would split the table cell
+        lines.append(f"| {check.name} | {'pass' if check.passed else '**FAIL**'} | {detail} |")
     lines += [
         "",
         "Thresholds: " + ", ".join(f"{k}={v}" for k, v in result.config.items() if v is not None),

@@ -121,3 +121,34 @@ def resolve_model(
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
+#: opt-in alias polling of the service: seconds between looks at the registry (unset or 0: off)
+POLL_ENV = "VOCALIS_MODEL_POLL_S"
+
+
+def current_version(uri: str, *, tracking_uri: str | None = None) -> str:
+    """The version a ``models:/NAME@ALIAS`` URI points at now: one registry lookup, no download.
+
+    What a poller compares with the version it serves; when they differ it calls :func:`resolve_model`
+    and swaps the model in.
+    """
+    from vocalis.registry.registry import Registry, parse_ref
+
+    return Registry(tracking_uri).get(parse_ref(uri)).version
+
+
+def poll_interval(environ: dict[str, str] | None = None) -> float | None:
+    """``VOCALIS_MODEL_POLL_S`` as seconds, None when polling is off; :class:`ConfigError` if malformed."""
+    from vocalis.errors import ConfigError
+
+    raw = (os.environ if environ is None else environ).get(POLL_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{POLL_ENV}: '{raw}' is not a number of seconds") from None
+    if value < 0:
+        raise ConfigError(f"{POLL_ENV}: must be >= 0 seconds, got {raw}")
+    return value or None
