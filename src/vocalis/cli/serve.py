@@ -43,7 +43,8 @@ def serve(
         None,
         "--model",
         "-m",
-        help="Model artifact directory (default: $VOCALIS_MODEL_DIR or artifacts/demo).",
+        help="Model artifact directory or registry URI models:/NAME@ALIAS "
+        "(default: $VOCALIS_MODEL_DIR or artifacts/demo).",
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for all)."),
     port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
@@ -64,6 +65,15 @@ def serve(
     if model is not None:
         # the workers read their settings from the environment: pass the choice on that way
         os.environ["VOCALIS_MODEL_DIR"] = str(model)
+    if os.environ.get("VOCALIS_MODEL_DIR", "").startswith("models:/"):
+        # a registry URI: resolve the alias once here, serve the downloaded artifact; the URI and the
+        # version stay in the environment for a reload to re-resolve (vocalis.registry.resolve)
+        from vocalis.registry.resolve import resolve_model
+
+        resolved = resolve_model(os.environ["VOCALIS_MODEL_DIR"])
+        os.environ["VOCALIS_MODEL_URI"] = resolved.uri
+        os.environ["VOCALIS_MODEL_VERSION"] = resolved.label
+        os.environ["VOCALIS_MODEL_DIR"] = str(resolved.directory)
     os.environ.setdefault("VOCALIS_LOG_LEVEL", log_level.upper())
     if workers > 1 and not os.environ.get("VOCALIS_INFERENCE_CONCURRENCY"):
         # the cores are shared by the workers: each runs cores / workers predictions at a time
