@@ -36,8 +36,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from vocalis import audio
+from vocalis.contracts.card import MODEL_FILE, ModelCard
 from vocalis.errors import ConfigError, DatasetError
-from vocalis.export.card import MODEL_FILE, ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class EvalSet:
 
     def windows(self, sample_rate: int, window_s: float) -> tuple[np.ndarray, list[str], list[str]]:
         """Waveform windows at the model's rate, their labels, and the files that did not decode."""
-        from vocalis.windows import WindowSpec
+        from vocalis.contracts.windows import WindowSpec
 
         n = round(window_s * sample_rate)
         spec = WindowSpec(window_s, window_s, sample_rate)

@@ -170,8 +170,8 @@ def _pick_eval_set(
 ) -> EvalSet:
     """The option/config's set, else the one frozen at the last production promotion, else the
     candidate's test split (first promotion)."""
+    from vocalis.contracts.card import ModelCard
     from vocalis.errors import DatasetError
-    from vocalis.export.card import ModelCard
 
     if config.eval_set:
         return load_eval_set(config.eval_set, config.eval_split)

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from vocalis import __version__
+from vocalis.contracts.card import CARD_FILE, MODEL_FILE, ModelCard
 from vocalis.errors import ArtifactError, ConfigError, VocalisError
-from vocalis.export.card import CARD_FILE, MODEL_FILE, ModelCard
 
 log = logging.getLogger(__name__)
 

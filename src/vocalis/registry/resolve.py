@@ -19,8 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from vocalis.contracts.card import CARD_FILE, MODEL_FILE
 from vocalis.errors import ArtifactError
-from vocalis.export.card import CARD_FILE, MODEL_FILE
 
 log = logging.getLogger(__name__)
 
