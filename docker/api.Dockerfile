@@ -32,11 +32,17 @@ COPY pyproject.toml uv.lock README.md ./
 RUN extras=""; for e in $EXTRAS; do extras="$extras --extra $e"; done \
     && /opt/uv/bin/uv sync --locked --no-dev $extras --no-install-project --no-cache
 COPY src/ src/
+# the package itself, then the size diet: the installed packages' test suites, C headers and Cython
+# sources are never used by the service (about 80 MB, measured on the API image)
 # the extras list is split into words on purpose
 # hadolint ignore=SC2086
 RUN extras=""; for e in $EXTRAS; do extras="$extras --extra $e"; done \
     && /opt/uv/bin/uv sync --locked --no-dev $extras --no-editable --no-cache \
-    && rm -rf src
+    && rm -rf src \
+    && find /app/.venv/lib -depth -type d \( -name tests -o -name test \) -path "*/site-packages/*" \
+        -exec rm -rf {} + \
+    && find /app/.venv/lib \( -name "*.pxd" -o -name "*.pyx" -o -name "*.pxi" \) -delete \
+    && rm -rf /app/.venv/lib/python3*/site-packages/pyarrow/include
 
 FROM ${BASE_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="vocalis-api" \
