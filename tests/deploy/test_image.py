@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +145,7 @@ def test_image_serves_a_mounted_artifact(
 
 
 def test_image_is_small_without_torch_and_non_root(
-    image: str, record_property: pytest.RecordProperty
+    image: str, record_property: Callable[[str, object], None]
 ) -> None:
     size = int(_docker("image", "inspect", "-f", "{{.Size}}", image).stdout.strip())
     print(f"{image}: {size / 1000**2:.0f} MB (budget {SIZE_BUDGET_BYTES / 1000**2:.0f} MB)")
