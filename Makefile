@@ -47,10 +47,15 @@ docs: sync ## Build the documentation site into site/
 	$(RUN) mkdocs build --strict
 
 .PHONY: lint
-lint: sync ## ruff check + ruff format --check + mypy
+lint: sync ## ruff, mypy, hadolint (Dockerfiles), actionlint + schema check (workflows, Cloud Build)
 	$(RUN) ruff check src tests benchmarks
 	$(RUN) ruff format --check src tests benchmarks
 	$(RUN) mypy src
+	$(RUN) hadolint docker/*.Dockerfile
+	$(RUN) actionlint
+	@# the schemas ship inside check-jsonschema: no network needed
+	$(RUN) check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(RUN) check-jsonschema --builtin-schema vendor.cloudbuild deploy/gcp/cloudbuild.yaml
 
 .PHONY: format
 format: sync ## Apply ruff's fixes and formatting
@@ -58,8 +63,25 @@ format: sync ## Apply ruff's fixes and formatting
 	$(RUN) ruff format src tests benchmarks
 
 .PHONY: test
-test: lint ## Lint, type-check and run every test (slow ones included)
-	$(RUN) pytest $(PYTEST_ARGS)
+test: lint ## Lint, type-check and run every test (slow ones included) with line + branch coverage
+	@# the floor is fail_under in pyproject.toml [tool.coverage.report]; coverage.xml is for CI tools
+	$(RUN) pytest --cov --cov-report=term:skip-covered --cov-report=xml $(PYTEST_ARGS)
+
+.PHONY: hooks
+hooks: sync ## Install the git pre-commit hooks (local, offline: the tools of .venv)
+	$(RUN) pre-commit install
+
+.PHONY: image
+image: ## Build the API image as vocalis-api:dev (a local Debian base where python:3.11-slim cannot be pulled)
+	@# a TLS-intercepting proxy's CA bundle goes into the build (builder stage only): see docker/certs/README.md
+	@if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cp /etc/ssl/certs/ca-certificates.crt docker/certs/; fi
+	@base="$${BASE_IMAGE:-python:3.11-slim}"; \
+	if ! docker image inspect "$$base" > /dev/null 2>&1 && ! docker pull -q "$$base" > /dev/null 2>&1; then \
+		echo "$$base cannot be pulled: building the local base image instead"; \
+		bash docker/local-base.sh vocalis-base:bookworm && base=vocalis-base:bookworm; \
+	fi; \
+	docker build --network host --build-arg BASE_IMAGE="$$base" -f docker/api.Dockerfile -t vocalis-api:dev .
+	@docker image ls vocalis-api:dev --format 'vocalis-api:dev {{.Size}}'
 
 .PHONY: bench
 bench: sync ## Run every benchmark (prints figures; see docs/benchmarks.md)
