@@ -102,3 +102,8 @@ serve: sync ## Serve a model over HTTP (MODEL=artifacts/demo, PORT=8000); web pa
 loadtest: sync ## Locust load test of a local server (MODEL, USERS=8, DURATION=30s); CSV in loadtest-results/
 	RUN="$(RUN)" MODEL="$(or $(MODEL),artifacts/demo)" USERS="$(or $(USERS),8)" DURATION="$(or $(DURATION),30s)" \
 		bash tests/performance/run_loadtest.sh
+
+.PHONY: monitor
+monitor: sync ## vocalis serve + a real Prometheus with the alert rules (MODEL, PORT=8000, PROM_PORT=9090)
+	RUN="$(RUN)" MODEL="$(or $(MODEL),artifacts/demo)" PORT="$(or $(PORT),8000)" PROM_PORT="$(or $(PROM_PORT),9090)" \
+		bash monitoring/run_monitor.sh

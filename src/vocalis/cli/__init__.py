@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from vocalis import __version__
-from vocalis.cli import artifact, data, registry, serve, train
+from vocalis.cli import artifact, data, monitor, registry, serve, train
 from vocalis.errors import VocalisError
 
 err_console = Console(stderr=True)
@@ -48,7 +48,7 @@ def _root(
     )
 
 
-for _module in (data, train, artifact, serve, registry):
+for _module in (data, train, artifact, serve, registry, monitor):
     _module.register(app)
 
 

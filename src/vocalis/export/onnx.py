@@ -423,5 +423,9 @@ def export_artifact(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+    # the drift reference (reference.parquet) from the training split; never fails the export
+    from vocalis.monitoring.reference import try_build_reference
+
+    try_build_reference(cache_dir, out)
     log.info("exported %s to %s", facts.checkpoint, out)
     return ExportResult(out, card, parity, quant_report)

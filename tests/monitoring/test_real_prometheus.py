@@ -1,0 +1,131 @@
+"""A real Prometheus scrapes a real service process and evaluates the repository's alert rules: the drift
+alert fires for shifted traffic and stays silent for in-distribution traffic (asked through Prometheus'
+own HTTP API)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+PROMETHEUS = shutil.which("prometheus")
+RULES = Path(__file__).resolve().parents[2] / "monitoring" / "prometheus" / "alerts.yml"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed (apt-get install -y prometheus)"),
+]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def _wait(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def stack(monitored_artifact: Path, tmp_path: Path) -> Iterator[Any]:
+    """Start (service on a log URL, Prometheus scraping it every second); yields a starter."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(url: str) -> str:
+        port, prom_port = _port(), _port()
+        server = Path(__file__).with_name("drift_server.py")
+        procs.append(subprocess.Popen([sys.executable, str(server), str(monitored_artifact), url, str(port)]))
+        _wait(lambda: _get(f"http://127.0.0.1:{port}/ready"), 120, "the service to be ready")
+        # the repository's rules, with the drift alert's hold shortened from minutes to seconds
+        rules = yaml.safe_load(RULES.read_text())
+        for group in rules["groups"]:
+            for rule in group["rules"]:
+                if rule.get("alert") == "VocalisDriftDetected":
+                    rule["for"] = "3s"
+        (tmp_path / "alerts.yml").write_text(yaml.safe_dump(rules))
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(tmp_path / "alerts.yml")],
+            "scrape_configs": [
+                {"job_name": "vocalis", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+            ],
+        }
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+        assert PROMETHEUS is not None
+        procs.append(
+            subprocess.Popen(
+                [
+                    PROMETHEUS,
+                    f"--config.file={tmp_path / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                    "--log.level=warn",
+                ],
+            )
+        )
+        return f"http://127.0.0.1:{prom_port}"
+
+    yield start
+    for p in reversed(procs):
+        p.terminate()
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def _drift_alert_state(prom: str) -> str | None:
+    alerts = _get(f"{prom}/api/v1/alerts")["data"]["alerts"]
+    states = [a["state"] for a in alerts if a["labels"].get("alertname") == "VocalisDriftDetected"]
+    return states[0] if states else None
+
+
+def _query(prom: str, q: str) -> list[dict[str, Any]]:
+    return list(_get(f"{prom}/api/v1/query?query={urllib.parse.quote(q)}")["data"]["result"])
+
+
+def test_drift_alert_fires_for_shifted_traffic(stack: Any, logs: dict[str, str]) -> None:
+    prom = stack(logs["noise+20dB"])
+    _wait(lambda: _drift_alert_state(prom) == "firing", 180, "VocalisDriftDetected to fire")
+    share = _query(prom, "vocalis_drift_share")
+    assert float(share[0]["value"][1]) >= 0.5
+
+
+def test_drift_alert_stays_silent_for_in_distribution_traffic(stack: Any, logs: dict[str, str]) -> None:
+    prom = stack(logs["clean"])
+    # wait until Prometheus holds several drift runs' results, then for longer than the alert's hold
+    _wait(
+        lambda: _query(prom, "count_over_time(vocalis_drift_current_samples[1m]) >= 5"),
+        180,
+        "five scrapes of the drift gauges",
+    )
+    assert float(_query(prom, "vocalis_drift_current_samples")[0]["value"][1]) == 60
+    time.sleep(5)
+    assert _query(prom, "max_over_time(vocalis_drift_detected[1m])")[0]["value"][1] == "0"
+    assert _drift_alert_state(prom) is None
