@@ -38,12 +38,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from vocalis.data.long_recording import write_long_recording  # noqa: E402
 from vocalis.export.check_windows import AudioWindows, cache_windows, synthetic_windows  # noqa: E402
 from vocalis.export.onnx import WaveformClassifier, export_onnx, featurizer_output, ort_session  # noqa: E402
 from vocalis.export.prune import sparsity  # noqa: E402
 from vocalis.export.quantize import quantize_model  # noqa: E402
 from vocalis.features import FeatureParams, LogMel  # noqa: E402
-from vocalis.inference.longfile import write_long_recording  # noqa: E402
 from vocalis.models import build_model  # noqa: E402
 from vocalis.training.checkpoint import load_network  # noqa: E402
 
