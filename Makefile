@@ -32,7 +32,7 @@ demo: sync ## The main job on the embedded synthetic data: synth, prepare, train
 	rm -rf runs/demo artifacts/demo
 	$(RUN) vocalis train experiment=demo run_dir=runs/demo
 	$(RUN) vocalis export runs/demo -o artifacts/demo
-	$(RUN) python -m vocalis.inference.longfile data/long/demo-20min.wav --minutes 20 --from data/synthetic
+	$(RUN) vocalis data longfile data/long/demo-20min.wav --minutes 20 --from data/synthetic
 	$(RUN) vocalis predict artifacts/demo data/long/demo-20min.wav -o predictions/demo-20min.csv --min-conf 0.5
 	@echo "first detections (predictions/demo-20min.csv):"
 	@head -n 8 predictions/demo-20min.csv

@@ -40,12 +40,12 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from vocalis.contracts.checkpoint import network_hparams, save_checkpoint  # noqa: E402
 from vocalis.contracts.runtime import onnx_session  # noqa: E402
+from vocalis.data.long_recording import write_long_recording  # noqa: E402
 from vocalis.export.check_windows import AudioWindows, cache_windows, synthetic_windows  # noqa: E402
 from vocalis.export.onnx import WaveformClassifier, export_onnx, featurizer_output  # noqa: E402
 from vocalis.export.prune import sparsity  # noqa: E402
 from vocalis.export.quantize import quantize_model  # noqa: E402
 from vocalis.features import FeatureParams, LogMel  # noqa: E402
-from vocalis.inference.longfile import write_long_recording  # noqa: E402
 from vocalis.models import build_model  # noqa: E402
 from vocalis.models.checkpoint import load_network  # noqa: E402
 

@@ -1,5 +1,6 @@
-"""Fixtures shared by the training, model and evaluation tests: a tiny synthetic data set prepared by the
-real data stage, and the overrides that train on it."""
+"""Fixtures shared across test folders: a tiny synthetic data set prepared by the real data stage (training,
+model and evaluation tests) and one tiny run of the real trainer with its exported artifacts (export,
+prediction)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,34 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_overrides(tiny_root: Path) -> list[str]:
     """Overrides that train on the tiny prepared set (add ``run_dir=`` and what the test varies)."""
     return _overrides(tiny_root)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory written by the real trainer (see :mod:`support.runs`), trained once per session."""
+    pytest.importorskip("lightning")
+    from support.runs import train_run
+
+    return train_run(tmp_path_factory.mktemp("real-run"))
+
+
+@pytest.fixture(scope="session")
+def fp32_artifact(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's run exported in fp32 (16 kHz, 1 s windows, hop 0.5 s, classes alpha/beta/gamma)."""
+    from support.runs import export_run
+
+    return export_run(trained_run, tmp_path_factory.mktemp("fp32") / "artifact")
+
+
+@pytest.fixture(scope="session")
+def artifact(fp32_artifact: Path) -> Path:
+    """The fp32 artifact of the session's run, under the name the prediction tests use."""
+    return fp32_artifact
+
+
+@pytest.fixture(scope="session")
+def int8_artifact(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's run exported in int8 (static quantization that passed the accuracy gate)."""
+    from support.runs import export_run
+
+    return export_run(trained_run, tmp_path_factory.mktemp("int8") / "artifact", quantize="int8")

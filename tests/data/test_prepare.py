@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from data_support import make_cfg, write_clip, write_tree
 
+from support.data import make_cfg, write_clip, write_tree
 from vocalis.contracts.cache import MANIFEST_COLUMNS, FeatureCache
 from vocalis.contracts.windows import WindowSpec
 from vocalis.data.prepare import prepare_from_config

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from data_support import make_cfg, write_clip, write_tree
 
+from support.data import make_cfg, write_clip, write_tree
 from vocalis.data.prepare import prepare_from_config
 from vocalis.data.sources import CsvSource, FolderSource, HFParquetSource
 from vocalis.errors import DatasetError

@@ -7,8 +7,8 @@ import re
 
 import pytest
 import yaml
-from lint_tools import REPO
 
+from support.lint_tools import REPO
 from vocalis.serving.settings import Settings
 
 

@@ -8,9 +8,9 @@ import re
 
 import pytest
 import yaml
-from gcp_specs import CloudRunService, CustomJobSpec
-from lint_tools import REPO
 
+from support.gcp_specs import CloudRunService, CustomJobSpec
+from support.lint_tools import REPO
 from vocalis.serving.settings import Settings
 
 GCP = REPO / "deploy" / "gcp"

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from lint_tools import REPO
+
+from support.lint_tools import REPO
 
 IMAGE = "vocalis-api:dev"
 #: the budget of the API image (issue: under 600 MB, no torch)

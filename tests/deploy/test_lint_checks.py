@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lint_tools import REPO, run_tool
+
+from support.lint_tools import REPO, run_tool
 
 DOCKERFILES = sorted((REPO / "docker").glob("*.Dockerfile"))
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))

@@ -95,5 +95,5 @@ def test_evaluate_a_missing_run_is_a_one_line_error(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a user error
     assert "run directory not found" in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr

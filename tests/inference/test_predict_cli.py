@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from runfactory import SR, call  # type: ignore[import-not-found]
 from typer.testing import CliRunner
 
+from support.runs import SR, call
 from vocalis.cli import app
 from vocalis.inference.writers import RAVEN_COLUMNS
 
@@ -115,5 +115,6 @@ def test_console_script_errors_are_one_line(inputs: Path, tmp_path: Path) -> Non
     out = subprocess.run(
         [*cli, "predict", str(tmp_path / "no-model"), str(inputs)], capture_output=True, text=True
     )
-    assert out.returncode == 1
+    assert out.returncode == 2  # a user error
     assert "error:" in out.stderr and "not found" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from runfactory import SR, call  # type: ignore[import-not-found]
 
+from support.runs import SR, call
 from vocalis.contracts.windows import WindowSpec
 from vocalis.errors import ArtifactError, AudioTooShortError, ConfigError
 from vocalis.inference import Predictor

@@ -3,15 +3,12 @@ the drift reference), and prediction logs filled by the real service."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from monitoring_support import SHIFTS, fresh_clips, post_all
+from support.monitoring import SHIFTS, fresh_clips, post_all
 
 #: recordings per logged traffic set
 N_TRAFFIC = 60
@@ -20,10 +17,10 @@ N_TRAFFIC = 60
 @pytest.fixture(scope="session")
 def monitored_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run trained on 24 recordings per class (21 of them in the training split)."""
-    pytest.importorskip("torch")
-    from runfactory import make_run
+    pytest.importorskip("lightning")
+    from support.runs import train_run
 
-    return make_run(tmp_path_factory.mktemp("monitor-run"), clips_per_class=24, epochs=6, seed=3)
+    return train_run(tmp_path_factory.mktemp("monitor-run"), clips_per_class=24, seed=3)
 
 
 @pytest.fixture(scope="session")

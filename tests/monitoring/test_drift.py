@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from monitoring_support import SHIFTS, SR, fresh_clips
 from typer.testing import CliRunner
+
+from support.monitoring import SHIFTS, SR, fresh_clips
 
 pytest.importorskip("evidently")
 

@@ -202,7 +202,7 @@ def test_bad_input_fails_cleanly_and_registers_nothing(store: str, production, t
 
 
 def test_unreachable_tracking_uri_is_one_line_and_non_zero(tmp_path: Path) -> None:
-    from serving_support import free_port
+    from support.serving import free_port
 
     t0 = time.monotonic()
     proc = subprocess.run(
@@ -220,7 +220,8 @@ def test_unreachable_tracking_uri_is_one_line_and_non_zero(tmp_path: Path) -> No
 
 def test_serve_resolves_a_models_uri(store: str, production, good_artifact: Path, tmp_path: Path) -> None:
     import httpx
-    from serving_support import free_port
+
+    from support.serving import free_port
 
     port = free_port()
     env = {

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 
-# pytest runs in importlib mode: make the helper module next to this file importable by the tests
-sys.path.insert(0, str(Path(__file__).parent))
-
-from serving_support import SR, build_artifact, card_version, tone
+from support.serving import SR, build_artifact, card_version, tone
 
 
 @pytest.fixture(scope="session")

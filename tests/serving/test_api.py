@@ -14,8 +14,8 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from serving_support import CLASSES, SR, tone
 
+from support.serving import CLASSES, SR, tone
 from vocalis.serving.app import create_app
 from vocalis.serving.settings import Settings
 from vocalis.serving.store import PredictionStore

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving_support import free_port
+
+from support.serving import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from serving_support import CLASSES, SR, free_port, start_server, tone
+
+from support.serving import CLASSES, SR, free_port, start_server, tone
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

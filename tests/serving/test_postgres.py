@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from serving_support import CLASSES, free_port
 
+from support.serving import CLASSES, free_port
 from vocalis.serving.app import create_app
 from vocalis.serving.settings import Settings
 from vocalis.serving.store import PredictionStore, export_log

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving_support import free_port, start_server
 
+from support.serving import free_port, start_server
 from vocalis.serving.store import PredictionStore
 
 pytestmark = pytest.mark.slow

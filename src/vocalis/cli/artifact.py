@@ -30,7 +30,9 @@ def export(
     output: Path = typer.Option(
         ..., "--output", "-o", help="Artifact directory to write (replaced if it exists)."
     ),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="Which checkpoint of the run: best or last."),
+    checkpoint: str = typer.Option(
+        "best", "--checkpoint", "-c", help="Which checkpoint of the run: best or last."
+    ),
     quantize: str | None = typer.Option(
         None,
         "--quantize",
@@ -41,7 +43,11 @@ def export(
         False, "--force", help="Keep an int8 model even when it fails the accuracy gate."
     ),
     max_drop: float = typer.Option(
-        1.0, "--max-drop", help="int8 gate: largest accepted accuracy drop, in points."
+        0.01,
+        "--max-drop",
+        min=0.0,
+        max=1.0,
+        help="int8 gate: largest accepted test-accuracy drop, a fraction (0.01 = 1 point).",
     ),
     quant_format: str = typer.Option("qdq", "--quant-format", help="int8 graph format: qdq or qoperator."),
     calibration_windows: int = typer.Option(
@@ -53,7 +59,7 @@ def export(
         help="Folder of recordings to calibrate int8 on instead of training audio.",
     ),
     prune_amount: float = typer.Option(
-        0.0, "--prune-amount", help="Fraction of weights to prune (0 = none)."
+        0.0, "--prune-amount", min=0.0, max=1.0, help="Fraction of weights to prune, 0-1 (0 = none)."
     ),
     prune_structured: bool = typer.Option(False, "--prune-structured", help="Prune whole channels (L2)."),
     finetune_epochs: int = typer.Option(
@@ -77,7 +83,7 @@ def export(
             quantize=quantize,
             opset=opset,
             force=force,
-            max_accuracy_drop=max_drop / 100.0,
+            max_accuracy_drop=max_drop,
             calibration_windows=calibration_windows,
             quant_format=quant_format,
             prune_amount=prune_amount,
@@ -141,7 +147,9 @@ def predict(
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Output file (default: standard output)."
     ),
-    min_conf: float = typer.Option(0.0, "--min-conf", help="Leave out labels below this probability."),
+    min_conf: float = typer.Option(
+        0.0, "--min-conf", min=0.0, max=1.0, help="Leave out labels below this probability (0-1)."
+    ),
     top_k: int = typer.Option(3, "--top-k", help="Labels kept per window."),
     window: float | None = typer.Option(
         None, "--window", help="Window seconds; must equal the model's window."

@@ -1,4 +1,4 @@
-"""CLI commands of the data stage: ``vocalis data synth`` and ``vocalis data prepare``.
+"""CLI commands of the data stage: ``vocalis data synth``, ``prepare`` and ``longfile``.
 
 Thin wrappers: parse, call :mod:`vocalis.data`, render with rich. Heavy imports (torch, hydra) happen
 inside the command bodies so that ``vocalis --help`` stays fast.
@@ -13,7 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+#: progress and messages go to stderr; the summary of what a command made (its result) to stdout
+console = Console(stderr=True)
+out_console = Console()
 
 data_app = typer.Typer(
     help="Datasets and the feature cache: generate synthetic data, prepare features.",
@@ -38,7 +40,7 @@ def synth(
     t0 = time.perf_counter()
     with console.status(f"writing {classes * per_class} clips to {out_dir}"):
         generate(out_dir, spec, force=force)
-    console.print(
+    out_console.print(
         f"[green]synthetic data[/] {classes} classes x {per_class} clips in {out_dir} "
         f"({time.perf_counter() - t0:.1f} s): {', '.join(spec.labels)}"
     )
@@ -101,7 +103,7 @@ def print_summary(cache: Any) -> None:
     """Render a prepared cache: counts per class and split, skipped files, where, hash, time."""
     meta = cache.meta
     if not cache.built:
-        console.print("[green]cache is current[/] (nothing to do)")
+        out_console.print("[green]cache is current[/] (nothing to do)")
     counts = cache.counts()
     table = Table(title=f"windows per class and split ({meta['n_clips']} clips, {meta['n_windows']} windows)")
     table.add_column("class")
@@ -113,18 +115,52 @@ def print_summary(cache: Any) -> None:
     table.add_row(
         "[bold]all", *[f"[bold]{int(v)}" for v in counts.sum().tolist()], f"[bold]{int(counts.values.sum())}"
     )
-    console.print(table)
+    out_console.print(table)
     n_skipped = int(meta["n_skipped"])
     if n_skipped:
-        console.print(f"[yellow]skipped {n_skipped} file(s)[/] (listed in {cache.dir / 'skipped.csv'}):")
+        out_console.print(f"[yellow]skipped {n_skipped} file(s)[/] (listed in {cache.dir / 'skipped.csv'}):")
         reasons = cache.skipped["reason"].str.replace(r"\(.*\)$", "", regex=True).value_counts()
         for reason, n in reasons.head(10).items():
-            console.print(f"  {n:5d}  {reason}", highlight=False)
+            out_console.print(f"  {n:5d}  {reason}", highlight=False)
     else:
-        console.print("skipped 0 files")
-    console.print(f"cache  {cache.dir}")
-    console.print(f"hash   {cache.hash}")
-    console.print(f"time   {cache.seconds:.1f} s ({'built' if cache.built else 'reused'})")
+        out_console.print("skipped 0 files")
+    out_console.print(f"cache  {cache.dir}")
+    out_console.print(f"hash   {cache.hash}")
+    out_console.print(f"time   {cache.seconds:.1f} s ({'built' if cache.built else 'reused'})")
+
+
+@data_app.command("longfile")
+def longfile(
+    output: Path = typer.Argument(..., help="The WAV file to write (and OUTPUT.truth.csv next to it)."),
+    minutes: float = typer.Option(60.0, "--minutes", min=0.0, help="Length of the recording."),
+    source_dir: Path | None = typer.Option(
+        None, "--from", help="Folder of recordings whose calls are pasted in (default: synthetic chirps)."
+    ),
+    sample_rate: int = typer.Option(32_000, "--sample-rate", min=1, help="Sample rate of the file, Hz."),
+    calls_per_minute: float = typer.Option(6.0, "--calls-per-minute", min=0.0, help="Mean call rate."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed writes the same file."),
+) -> None:
+    """Write a long field-like recording (noise with calls at random times) for demos and benchmarks.
+
+    Written block by block in bounded memory, as 16-bit PCM; OUTPUT.truth.csv lists what was pasted where.
+    """
+    from vocalis.data.long_recording import write_long_recording
+    from vocalis.errors import DatasetError
+
+    if source_dir is not None and not source_dir.is_dir():
+        raise DatasetError(f"{source_dir}: --from must be a folder of recordings")
+    with console.status(f"writing {minutes:g} min to {output}"):
+        path = write_long_recording(
+            output,
+            minutes * 60,
+            sample_rate=sample_rate,
+            source_dir=source_dir,
+            calls_per_minute=calls_per_minute,
+            seed=seed,
+        )
+    out_console.print(
+        f"wrote {path} ({minutes:g} min at {sample_rate} Hz) and {path.name}.truth.csv", highlight=False
+    )
 
 
 def register(app: typer.Typer) -> None:

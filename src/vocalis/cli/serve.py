@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-console = Console()
+console = Console(stderr=True)  # messages; what a command writes goes to its files
 
 log_app = typer.Typer(help="The prediction log: export what the service has served.", no_args_is_help=True)
 
@@ -49,7 +49,9 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 for all)."),
     port: int = typer.Option(8000, "--port", "-p", help="TCP port."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (each loads the model)."),
-    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    log_level: str | None = typer.Option(
+        None, "--log-level", help="debug, info, warning or error (default: $VOCALIS_LOG_LEVEL or info)."
+    ),
 ) -> None:
     """Serve the model over HTTP: /v1/predict, /v1/predict/batch, /v1/model, /metrics, a web page at /.
 
@@ -74,7 +76,8 @@ def serve(
         os.environ["VOCALIS_MODEL_URI"] = resolved.uri
         os.environ["VOCALIS_MODEL_VERSION"] = resolved.label
         os.environ["VOCALIS_MODEL_DIR"] = str(resolved.directory)
-    os.environ.setdefault("VOCALIS_LOG_LEVEL", log_level.upper())
+    if log_level is not None:  # the flag wins over the environment, as every flag does
+        os.environ["VOCALIS_LOG_LEVEL"] = log_level.upper()
     if workers > 1 and not os.environ.get("VOCALIS_INFERENCE_CONCURRENCY"):
         # the cores are shared by the workers: each runs cores / workers predictions at a time
         from vocalis.inference import default_threads
@@ -98,7 +101,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        log_level=log_level.lower(),
+        log_level=settings.log_level.lower(),
         log_config=None,  # keep our handler: every line carries the request id
         access_log=False,
     )
@@ -106,7 +109,7 @@ def serve(
 
 @log_app.command("export")
 def export(
-    out: Path = typer.Option(..., "--out", "-o", help="Output file: .parquet or .csv."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output file: .parquet or .csv."),
     since: str | None = typer.Option(
         None, "--since", help="ISO date/time (UTC) or a duration: 7d, 12h, 30m."
     ),
@@ -123,10 +126,10 @@ def export(
     url = database_url or Settings().database_url
     store = PredictionStore(url)
     try:
-        n = export_log(store, out, since=_parse_when(since))
+        n = export_log(store, output, since=_parse_when(since))
     finally:
         store.close()
-    console.print(f"wrote {n} prediction(s) to {out}", highlight=False)
+    console.print(f"wrote {n} prediction(s) to {output}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

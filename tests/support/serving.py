@@ -1,4 +1,4 @@
-"""Helpers of the serving tests: build a real artifact, write audio, start `vocalis serve`."""
+"""Serving test material: a real artifact, audio, a `vocalis serve` subprocess."""
 
 from __future__ import annotations
 

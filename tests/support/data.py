@@ -1,4 +1,4 @@
-"""Helpers of the data-stage tests: tiny real audio trees and data configs."""
+"""Data-stage test material: tiny real audio trees and data configs."""
 
 from __future__ import annotations
 

@@ -5,12 +5,11 @@ Background noise with calls pasted in at random times: the calls are taken from 
 written block by block (16-bit PCM), so an hour at 32 kHz never sits in memory. A CSV of what was pasted
 where (``OUT.truth.csv``: ``start_s,end_s,source``) is written next to it.
 
-    python -m vocalis.inference.longfile OUT.wav --minutes 60 --from data/synthetic
+    vocalis data longfile OUT.wav --minutes 60 --from data/synthetic
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 from pathlib import Path
@@ -81,30 +80,3 @@ def write_long_recording(
         writer.writerow(["start_s", "end_s", "source"])
         writer.writerows((f"{a:.3f}", f"{b:.3f}", s) for a, b, s in truth)
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point (see the module docstring)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("output", type=Path)
-    parser.add_argument("--minutes", type=float, default=60.0)
-    parser.add_argument("--sample-rate", type=int, default=32_000)
-    parser.add_argument(
-        "--from", dest="source_dir", type=Path, default=None, help="folder of calls to paste in"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    path = write_long_recording(
-        args.output,
-        args.minutes * 60,
-        sample_rate=args.sample_rate,
-        source_dir=args.source_dir,
-        seed=args.seed,
-    )
-    print(f"wrote {path} ({args.minutes:g} min at {args.sample_rate} Hz) and {path.name}.truth.csv")
-
-
-if __name__ == "__main__":
-    main()

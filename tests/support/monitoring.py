@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import io
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
-
-from runfactory import CLASSES, SR, call
+from support.runs import CLASSES, SR, call
 
 __all__ = ["CLASSES", "SHIFTS", "SR", "add_noise_db", "fresh_clips", "lowpass", "post_all"]
 

@@ -1,8 +1,0 @@
-"""The deploy tests import their helper modules from this folder (pytest runs in importlib mode)."""
-
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))

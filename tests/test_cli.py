@@ -1,0 +1,90 @@
+"""The CLI-wide rules, through the real console script in a subprocess: a user error is one line on stderr
+and exit code 2, ``--debug`` adds the traceback, and flags win over environment variables."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+VOCALIS = [sys.executable, "-c", "import sys; from vocalis.cli import main; sys.argv[0] = 'vocalis'; main()"]
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*VOCALIS, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        # a VocalisError from the library: the artifact is not there
+        (["predict", "{tmp}/no-model", "{tmp}"], "model artifact directory not found"),
+        # a bad option value, checked by the option's range (fractions are 0-1)
+        (["predict", "{tmp}", "{tmp}", "--min-conf", "50"], "--min-conf"),
+        (["export", "{tmp}", "-o", "{tmp}/a", "--max-drop", "2"], "--max-drop"),
+        # an unknown option and a malformed Hydra override
+        (["predict", "--no-such-option"], "No such option"),
+        (["data", "prepare", "data=no_such_dataset"], "no_such_dataset"),
+    ],
+)
+def test_a_user_error_is_one_line_and_exit_code_2(args: list[str], says: str, tmp_path: Path) -> None:
+    out = _run(*[a.format(tmp=tmp_path) for a in args])
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], out.stderr
+    assert out.stdout == ""
+
+
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(tmp_path: Path) -> None:
+    out = _run("--debug", "predict", str(tmp_path / "no-model"), str(tmp_path))
+    assert out.returncode == 2
+    assert "Traceback (most recent call last)" in out.stderr and "ArtifactError" in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_help_and_version_are_not_errors() -> None:
+    out = _run("--version")
+    assert out.returncode == 0 and out.stdout.startswith("vocalis ")
+    out = _run("data", "--help")
+    assert out.returncode == 0 and "longfile" in out.stdout
+
+
+def test_data_longfile_writes_the_recording_and_its_truth(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    out = _run("data", "longfile", str(tmp_path / "long.wav"), "--minutes", "0.25", "--sample-rate", "8000")
+    assert out.returncode == 0, out.stderr
+    info = sf.info(str(tmp_path / "long.wav"))
+    assert (info.samplerate, info.frames) == (8000, 15 * 8000)
+    truth = (tmp_path / "long.wav.truth.csv").read_text().splitlines()
+    assert truth[0] == "start_s,end_s,source"
+    assert "long.wav" in out.stdout  # the result on stdout
+    missing = _run("data", "longfile", str(tmp_path / "x.wav"), "--from", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "--from" in missing.stderr
+
+
+def test_the_log_level_flag_wins_over_the_environment(tmp_path: Path) -> None:
+    """`serve --log-level` beats VOCALIS_LOG_LEVEL: the service is started with no model so it stops at
+    once, after the flag was applied, and the effective level is read back from the settings."""
+    code = (
+        "import os, sys\n"
+        "from vocalis.cli import main\n"
+        "from vocalis.serving.settings import Settings\n"
+        "try:\n"
+        f"    main(['serve', '--model', {str(tmp_path / 'none')!r}, '--log-level', 'debug'])\n"
+        "except SystemExit as exc:\n"
+        "    print(exc.code, Settings().log_level)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "VOCALIS_LOG_LEVEL": "ERROR"},
+    )
+    assert out.stdout.split() == ["2", "DEBUG"], out.stderr
