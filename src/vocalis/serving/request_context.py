@@ -54,6 +54,8 @@ def configure_logging(level: str = "INFO") -> None:
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # alembic announces each of its plugins at INFO on every start; its upgrade lines stay
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         lg = logging.getLogger(name)
         lg.handlers[:] = []
