@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import logging
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -267,3 +267,44 @@ def stream(
                 break
         if seen == 0:
             raise AudioDecodeError(label, "contains no audio samples")
+
+
+def load_with_info(
+    source: AudioSource,
+    sample_rate: int,
+    *,
+    name: str | None = None,
+    check: Callable[[AudioInfo], None] | None = None,
+    block_seconds: float = 60.0,
+) -> tuple[np.ndarray, AudioInfo]:
+    """Open a recording once: read its header, let ``check`` refuse it, decode it to mono at ``sample_rate``.
+
+    ``check`` sees the header before any sample is decoded (a duration limit costs nothing). The samples are
+    read block by block and downmixed as they come, so a long multichannel recording never exists in memory
+    as one ``[frames, channels]`` array; the result equals :func:`load`'s. The returned info counts the
+    frames actually decoded (a truncated file holds fewer than its header says).
+    """
+    label = _name_of(source, name)
+    with _open(_read_bytes(source, label), label) as snd:
+        hdr = _check_header(snd, label)
+        if check is not None:
+            check(hdr)
+        block = max(1, int(block_seconds * hdr.sample_rate))
+        parts: list[np.ndarray] = []
+        frames = 0
+        while True:
+            try:
+                x = snd.read(block, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+                raise AudioDecodeError(label, f"decoding failed ({exc})") from None
+            if x.shape[0]:
+                _check_samples(x, label)
+                parts.append(to_mono(x).copy())
+                frames += x.shape[0]
+            if x.shape[0] < block:
+                break
+    if frames == 0:
+        raise AudioDecodeError(label, "contains no audio samples")
+    mono = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    info = AudioInfo(hdr.sample_rate, hdr.channels, frames, hdr.format, hdr.subtype)
+    return resample(mono, hdr.sample_rate, sample_rate), info

@@ -52,7 +52,7 @@ def test_formats_agree_and_raven_columns(artifact: Path, inputs: Path, tmp_path:
     from_json = [
         (f["file"], w["start_s"], w["end_s"], t["label"], t["confidence"], t["rank"])
         for f in doc["files"]
-        for w in f["windows"]
+        for w in f["detections"]
         for t in w["top"]
     ]
     from_csv = [

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from support.legacy_log import check_migrated, make_old_database
 from support.serving import CLASSES, free_port
 from vocalis.serving.app import create_app
 from vocalis.serving.settings import Settings
@@ -109,3 +110,16 @@ def test_predictions_are_logged_in_postgres(
     assert rows[0]["created_at"].tzinfo is not None  # timestamptz round-trips with its zone
     assert export_log(store, tmp_path / "log.parquet") == 5
     store.close()
+
+
+def test_an_old_postgres_log_is_migrated(postgres_url: str) -> None:
+    """A PostgreSQL log made by the pre-migration schema, with rows, is stamped and upgraded in place."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql("CREATE DATABASE legacy_log")
+    admin.dispose()
+    url = postgres_url.rsplit("/", 1)[0] + "/legacy_log"
+    make_old_database(url, n_rows=3)
+    check_migrated(url, n_old=3)

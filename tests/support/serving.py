@@ -22,35 +22,33 @@ VOCALIS = [sys.executable, "-c", "import sys; from vocalis.cli import main; sys.
 def build_artifact(out: Path, *, seed: int = 0) -> Path:
     """Export a small untrained network to ``out`` with the project's exporter (model.onnx + model.json).
 
-    A Lightning-style checkpoint (``net.`` parameters + the hyper-parameters ``load_network`` reads) of the
-    compact CNN, with a 1 s window at 16 kHz to keep the tests fast, goes through
-    :func:`vocalis.export.onnx.export_artifact`: the same path, checks and card as ``vocalis export``.
+    The serving tests need what a trained run cannot give cheaply: two versions with other weights and
+    the class names of real species. So the compact CNN (1 s windows at 16 kHz) is written with the one
+    checkpoint writer (:func:`vocalis.contracts.checkpoint.save_checkpoint`) and the trainer's
+    ``metrics.json`` format, then goes through :func:`vocalis.export.onnx.export_artifact`: the same path,
+    checks and card as ``vocalis export``. Tests of trained behaviour use the session's real run instead.
     """
     import torch
 
+    from vocalis.contracts.checkpoint import network_hparams, save_checkpoint
+    from vocalis.contracts.features import FeatureParams
     from vocalis.export.onnx import export_artifact
-    from vocalis.features import FeatureParams
     from vocalis.models.compact import CompactCNN
 
     params = FeatureParams(sample_rate=SR, n_fft=512, hop_length=160, n_mels=32, f_min=50.0, f_max=7000.0)
-    n_frames = params.n_frames(SR)
+    hparams = network_hparams(
+        model_name="compact",
+        model_kwargs={"width": 4},
+        classes=CLASSES,
+        features=params,
+        window_s=1.0,
+        hop_s=1.0,
+    )
     torch.manual_seed(seed)
-    net = CompactCNN(n_classes=len(CLASSES), n_mels=32, n_frames=n_frames, width=4).eval()
+    net = CompactCNN(n_classes=len(CLASSES), n_mels=32, n_frames=hparams["n_frames"], width=4).eval()
     run = out.parent / f"run-{seed}"
-    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-    hparams = {
-        "model_name": "compact",
-        "model_kwargs": {"width": 4},
-        "classes": CLASSES,
-        "features": params.to_dict(),
-        "window_s": 1.0,
-        "hop_s": 1.0,
-        "n_mels": 32,
-        "n_frames": n_frames,
-    }
-    state = {f"net.{k}": v for k, v in net.state_dict().items()}
-    torch.save({"hyper_parameters": hparams, "state_dict": state}, run / "checkpoints" / "best.ckpt")
-    (run / "metrics.json").write_text(json.dumps({"test/acc": 0.5, "test/f1_macro": 0.4}))
+    save_checkpoint(run / "checkpoints" / "best.ckpt", net.state_dict(), hparams)
+    (run / "metrics.json").write_text(json.dumps({"split": "test", "accuracy": 0.5, "macro_f1": 0.4}))
     export_artifact(run, out, name="serving-test")
     return out
 
@@ -78,7 +76,10 @@ def free_port() -> int:
 def start_server(
     artifact: Path, db_url: str, port: int, log_path: Path, extra_env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start ``vocalis serve`` as a subprocess and wait until /ready answers (30 s at most)."""
+    """Start ``vocalis serve`` as a subprocess and wait until /ready answers (90 s at most).
+
+    A start-up on a 2-core machine at load average 14 took 26 s; the tests are not about start-up time.
+    """
     import httpx
 
     env = {
@@ -95,7 +96,7 @@ def start_server(
         stderr=subprocess.STDOUT,
         cwd=log_path.parent,
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")

@@ -3,7 +3,8 @@
 Formats (one row per window and label kept by ``top_k``/``min_conf``):
 
 - CSV: ``file,start_s,end_s,label,confidence,rank``;
-- JSON: ``{"model": {...}, "files": [FilePrediction.to_dict(), ...]}``;
+- JSON: ``{"model": {...}, "files": [file_result_json(fp), ...]}`` (the shape the HTTP API answers with, see
+  :mod:`vocalis.inference.file_result`);
 - Raven: ONE combined tab-separated selection table for all inputs, columns ``Selection, View, Channel,
   Begin Time (s), End Time (s), Low Freq (Hz), High Freq (Hz), Species, Confidence, Begin File``; times are
   relative to the start of the recording named in ``Begin File`` (its file name), the frequency band is the
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from vocalis.contracts.discovery import find_audio_files
+from vocalis.inference.file_result import file_result_json
 from vocalis.inference.predictor import FilePrediction
 
 FORMATS = ("csv", "json", "raven")
@@ -102,7 +104,7 @@ class PredictionWriter:
     def write(self, fp: FilePrediction) -> None:
         """Add one file's predictions (CSV and Raven rows are written at once; JSON at :meth:`close`)."""
         if self.fmt == "json":
-            self._json.append(fp.to_dict(include_probs=self.include_probs))
+            self._json.append(file_result_json(fp, include_probs=self.include_probs))
             self.rows += sum(len(w.top) for w in fp.windows)
             return
         begin_file = Path(fp.file).name

@@ -3,19 +3,21 @@
 ``bentoml serve vocalis.serving.bento_service:VocalisBento`` (or ``bentoml serve`` next to
 ``bentofile.yaml``) serves two endpoints:
 
-- ``POST /predict``: one recording -> per-window detections and the per-file summary (the same numbers as
-  the FastAPI service's ``/v1/predict``);
+- ``POST /predict``: one recording -> the same file result as the FastAPI service's ``/v1/predict`` and
+  ``vocalis predict --format json`` (one mapper, :func:`vocalis.inference.file_result.file_result`), plus
+  ``model_version``;
 - ``POST /classify``: adaptive batching (``batchable=True``). Files sent by concurrent clients are merged
   by BentoML's dispatcher into one call, whose windows go through onnxruntime as one batch; each file gets
   its top label and confidence back.
 
-The artifact directory comes from ``VOCALIS_MODEL_DIR`` (default ``artifacts/demo``). No torch.
+It reads the same :class:`~vocalis.serving.settings.Settings` as the FastAPI service (``VOCALIS_MODEL_DIR``,
+``VOCALIS_THREADS``, ``VOCALIS_MAX_DURATION_S``, ...) and decodes uploads the same way (once, with the same
+short-audio rule). No torch.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +25,13 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import InvalidArgument
 
-from vocalis import audio
-from vocalis.errors import ConfigError
+from vocalis.inference.file_result import file_result_json
+from vocalis.serving.api_errors import ApiError
+from vocalis.serving.prediction import PredictOptions, load_predictor, predict_upload
+from vocalis.serving.settings import Settings
+from vocalis.serving.upload import decode_upload
 
 log = logging.getLogger(__name__)
-
-
-def _model_dir() -> Path:
-    return Path(os.environ.get("VOCALIS_MODEL_DIR", "artifacts/demo"))
 
 
 @bentoml.service(
@@ -42,22 +43,23 @@ class VocalisBento:
     """Species recognition from audio, BentoML flavour."""
 
     def __init__(self) -> None:
-        from vocalis.inference import Predictor
-
-        threads = os.environ.get("VOCALIS_THREADS")
-        self.predictor = Predictor.from_dir(_model_dir(), threads=int(threads) if threads else None)
+        self.settings = Settings()
+        self.predictor = load_predictor(self.settings)
         log.info("bento service loaded model %s", self.predictor.version)
 
     @bentoml.api
     def predict(self, audio_file: Path, top_k: int = 3, min_conf: float = 0.0) -> dict[str, Any]:
-        """Classify one recording: per-window top labels and the per-file summary."""
+        """Classify one recording: per-window detections and the per-file summary."""
+        if not 1 <= top_k <= 1000 or not 0.0 <= min_conf <= 1.0:
+            raise InvalidArgument("top_k must be 1-1000 and min_conf 0-1")
+        opts = PredictOptions(top_k=top_k, min_conf=min_conf)
         try:
-            fp = self.predictor.predict(
-                audio_file.read_bytes(), top_k=top_k, min_conf=min_conf, name=audio_file.name
+            done = predict_upload(
+                self.predictor, self.settings, audio_file.read_bytes(), audio_file.name, opts
             )
-        except (audio.AudioDecodeError, ConfigError, ValueError) as exc:
-            raise InvalidArgument(str(exc)) from None  # a 400 for the client, not a 500
-        out = fp.to_dict()
+        except ApiError as exc:
+            raise InvalidArgument(f"{exc.error}: {exc.detail}") from None  # a 400 for the client, not a 500
+        out = file_result_json(done.prediction)
         out["model_version"] = self.predictor.version
         return out
 
@@ -70,12 +72,14 @@ class VocalisBento:
         errors: dict[int, str] = {}
         for i, path in enumerate(audio_files):
             try:
-                wave = audio.load(path, self.predictor.sample_rate, min_duration=0.01)
-            except audio.AudioDecodeError as exc:  # one bad file must not fail the files batched with it
-                errors[i] = exc.reason
+                upload = decode_upload(
+                    path.read_bytes(), path.name, self.predictor.sample_rate, self.settings
+                )
+            except ApiError as exc:  # one bad file must not fail the files batched with it
+                errors[i] = f"{exc.error}: {exc.detail}"
                 counts.append(0)
                 continue
-            windows = spec.cut(wave)
+            windows = spec.cut(upload.waveform)
             cuts.append(windows)
             counts.append(len(windows))
         probs = self.predictor.predict_windows(np.concatenate(cuts)) if cuts else np.zeros((0, 0))

@@ -27,16 +27,6 @@ def new_request_id(client_value: str | None) -> str:
     return uuid.uuid4().hex
 
 
-class RequestIdFilter(logging.Filter):
-    """Adds ``request_id`` to records that lack it (for handlers configured outside :func:`install`)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Stamp the record; never drops it."""
-        if not hasattr(record, "request_id"):
-            record.request_id = request_id_var.get()
-        return True
-
-
 _installed = False
 
 
@@ -62,9 +52,10 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    handler.addFilter(RequestIdFilter())
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # alembic announces each of its plugins at INFO on every start; its upgrade lines stay
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         lg = logging.getLogger(name)
         lg.handlers[:] = []

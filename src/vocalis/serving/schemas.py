@@ -1,4 +1,9 @@
-"""Request options and response bodies of the HTTP API (pydantic), shown in the OpenAPI schema at /docs."""
+"""Response bodies of the HTTP API (pydantic), shown in the OpenAPI schema at /docs.
+
+A file's result (:class:`FileResult` and its parts) is the shape shared with ``vocalis predict --format
+json`` and the BentoML service, defined once in :mod:`vocalis.inference.file_result`; this module adds what
+belongs to a request (its id, the model version, timing) and the service's other answers.
+"""
 
 from __future__ import annotations
 
@@ -7,55 +12,35 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from vocalis.contracts.card import ModelCard as ModelCard  # GET /v1/model answers the card
+from vocalis.inference.file_result import Detection, FileResult, LabelScore, Summary
+
+__all__ = [
+    "BatchItem",
+    "BatchResponse",
+    "Detection",
+    "ErrorBody",
+    "FileResult",
+    "Health",
+    "LabelScore",
+    "ModelCard",
+    "PredictResponse",
+    "ReloadResult",
+    "Summary",
+]
 
 
 class ErrorBody(BaseModel):
     """Every refused request gets this body with a 4xx status."""
 
-    error: str = Field(description="Machine-readable kind, e.g. 'payload_too_large', 'undecodable_audio'.")
+    error: str = Field(
+        description="Machine-readable kind, e.g. 'payload_too_large', 'unsupported_media', 'empty_audio'."
+    )
     detail: Any = Field(description="What was wrong, naming the file or field and the reason.")
     request_id: str | None = Field(None, description="The request id (also in the X-Request-ID header).")
 
 
-class LabelScore(BaseModel):
-    """A class and its probability."""
-
-    label: str
-    confidence: float
-
-
-class Detection(BaseModel):
-    """The prediction for one analysis window."""
-
-    start_s: float = Field(description="Window start in seconds from the start of the file.")
-    end_s: float = Field(description="Window end in seconds.")
-    label: str = Field(description="Most probable class in this window.")
-    confidence: float = Field(description="Its probability.")
-    top: list[LabelScore] = Field(description="The top_k classes of this window, most probable first.")
-
-
-class Summary(BaseModel):
-    """Per-file aggregate of the windows."""
-
-    top_label: str
-    top_confidence: float
-    max_probs: dict[str, float] = Field(description="Per class, the highest window probability.")
-    mean_probs: dict[str, float] = Field(description="Per class, the mean window probability.")
-
-
-class FileResult(BaseModel):
-    """The prediction for one uploaded file."""
-
-    file: str | None = Field(description="The uploaded file's name.")
-    duration_s: float
-    sample_rate: int = Field(description="The file's own sample rate (before resampling).")
-    channels: int
-    detections: list[Detection] = Field(description="Windows, in time order (min_conf filters them).")
-    summary: Summary
-
-
 class PredictResponse(FileResult):
-    """Response of POST /v1/predict."""
+    """Response of POST /v1/predict: the file's result and the request's facts."""
 
     request_id: str
     model_version: str
@@ -79,6 +64,14 @@ class BatchResponse(BaseModel):
     model_version: str
     processing_ms: float
     results: list[BatchItem]
+
+
+class ReloadResult(BaseModel):
+    """Answer of POST /v1/admin/reload."""
+
+    status: str
+    previous_version: str | None
+    model_version: str
 
 
 class Health(BaseModel):

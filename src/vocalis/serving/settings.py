@@ -31,7 +31,6 @@ class Settings(BaseSettings):
         default=50 * 1024 * 1024, gt=0, description="Largest request body accepted."
     )
     max_duration_s: float = Field(default=3600.0, gt=0, description="Longest recording accepted, in seconds.")
-    min_duration_s: float = Field(default=0.05, ge=0, description="Shortest recording accepted, in seconds.")
     max_batch_files: int = Field(default=32, gt=0, description="Most files in one /v1/predict/batch request.")
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token of the admin endpoints; unset disables them."

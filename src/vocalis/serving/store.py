@@ -3,19 +3,25 @@
 SQLite file by default (WAL journal, full sync), PostgreSQL by URL (``postgresql+psycopg://``). A row is
 committed before the HTTP response leaves, so an acknowledged prediction survives a crash of the server.
 The log feeds drift monitoring (input summary features, per-class probabilities) and audits (request id,
-model version, client metadata).
+model name and version, client metadata).
+
+Schema changes are Alembic migrations shipped in the package (``vocalis/serving/migrations``). Opening a
+store runs ``upgrade head``, so a database made by an older vocalis is brought to the current schema (rows
+kept) before the service writes to it; a database made before migrations existed (no ``alembic_version``
+table) is first stamped at the baseline revision, whose schema it has. See docs/serving.md.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, create_engine, event, func, select
+from sqlalchemy import JSON, DateTime, Float, Integer, String, create_engine, event, func, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -38,6 +44,7 @@ class PredictionRecord(Base):
     request_id: Mapped[str] = mapped_column(String(128), index=True)
     endpoint: Mapped[str] = mapped_column(String(64))
     file_name: Mapped[str | None] = mapped_column(String(512))
+    model_name: Mapped[str | None] = mapped_column(String(256))  # revision 0002; NULL on older rows
     model_version: Mapped[str] = mapped_column(String(128))
     duration_s: Mapped[float] = mapped_column(Float)
     sample_rate: Mapped[int] = mapped_column(Integer)
@@ -81,6 +88,7 @@ class NewPrediction:
     site: str | None = None
     device: str | None = None
     upload_path: str | None = None
+    model_name: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -119,13 +127,74 @@ def _redact(url: str) -> str:
     return url
 
 
+#: the migration environment and its revisions, inside the installed package (not a repo-relative path)
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+#: the revision a database made by ``Base.metadata.create_all`` before migrations existed is at
+BASELINE_REVISION = "0001"
+
+
+def _alembic_config(connection: Any | None = None) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest revision of the prediction log's schema."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision a database is at (None: not under migration control)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade_schema(engine: Engine, *, attempts: int = 3) -> None:
+    """Bring the database to the newest schema (``alembic upgrade head``); raises :class:`ConfigError`.
+
+    Several processes may start on one database at once (``vocalis serve --workers N``): when one loses
+    the race (the table or the revision row appears under it), the upgrade is tried again and finds the
+    work done.
+    """
+    from alembic import command
+
+    for attempt in range(1, attempts + 1):
+        try:
+            with engine.begin() as conn:
+                tables = set(inspect(conn).get_table_names())
+                cfg = _alembic_config(conn)
+                if "predictions" in tables and "alembic_version" not in tables:
+                    log.info("prediction log made before migrations: stamping it at %s", BASELINE_REVISION)
+                    command.stamp(cfg, BASELINE_REVISION)
+                command.upgrade(cfg, "head")
+            return
+        except Exception as exc:
+            if attempt == attempts:
+                raise ConfigError(
+                    f"prediction log {_redact(str(engine.url))}: cannot migrate its schema ({exc})"
+                ) from exc
+            log.warning("prediction log migration attempt %d failed (%s); trying again", attempt, exc)
+            time.sleep(0.2 * attempt)
+
+
 class PredictionStore:
     """Writes and reads the prediction log."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        Base.metadata.create_all(self.engine)
+        upgrade_schema(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         log.info("prediction log at %s", _redact(url))
 
@@ -137,6 +206,7 @@ class PredictionStore:
                 request_id=r.request_id,
                 endpoint=r.endpoint,
                 file_name=r.file_name,
+                model_name=r.model_name,
                 model_version=r.model_version,
                 duration_s=r.duration_s,
                 sample_rate=r.sample_rate,

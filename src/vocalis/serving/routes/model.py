@@ -1,0 +1,72 @@
+"""The served model: its card, and the admin route that reloads it."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends
+from fastapi.encoders import jsonable_encoder
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from vocalis.errors import VocalisError
+from vocalis.serving.api_errors import ApiError
+from vocalis.serving.prediction import card_dict, load_predictor
+from vocalis.serving.schemas import ModelCard, ReloadResult
+from vocalis.serving.state import LoadedPredictor, State
+
+log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+#: reads ``Authorization: Bearer <token>``; missing or another scheme gives None (we answer 401 ourselves)
+_bearer = HTTPBearer(auto_error=False, description="VOCALIS_ADMIN_TOKEN")
+
+
+def require_admin(
+    state: State, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """Dependency of the admin routes: 404 when no token is configured, 401 without one, 403 when wrong."""
+    token = state.settings.admin_token
+    if token is None:  # admin disabled: the endpoint does not exist
+        raise ApiError(404, "not_found", "admin endpoints are disabled (VOCALIS_ADMIN_TOKEN is not set)")
+    if credentials is None or not credentials.credentials.strip():
+        raise ApiError(401, "unauthorized", "admin endpoints need 'Authorization: Bearer <token>'")
+    given = credentials.credentials.strip().encode()
+    if not hmac.compare_digest(given, token.get_secret_value().encode()):
+        raise ApiError(403, "forbidden", "wrong admin token")
+
+
+@router.get("/v1/model", response_model=ModelCard, tags=["model"])
+async def model_card(state: State, predictor: LoadedPredictor) -> dict[str, Any]:
+    """The served model's card: classes, sample rate, window, metrics, provenance."""
+    card = card_dict(predictor)
+    card.setdefault("version", predictor.version)
+    card.setdefault("classes", predictor.classes)
+    card["loaded_at"] = state.loaded_at.isoformat() if state.loaded_at else None
+    result: dict[str, Any] = jsonable_encoder(card)
+    return result
+
+
+@router.post(
+    "/v1/admin/reload", response_model=ReloadResult, tags=["admin"], dependencies=[Depends(require_admin)]
+)
+async def reload_model(state: State) -> ReloadResult:
+    """Load the artifact at the configured model directory again and swap it in atomically.
+
+    Requests already running finish on the model they started with; new ones get the new model.
+    """
+    async with state.reload_lock:
+        old = state.predictor
+        old_version = old.version if old is not None else None
+        try:
+            new = await anyio.to_thread.run_sync(load_predictor, state.settings)
+        except (VocalisError, OSError, ValueError) as exc:
+            state.metrics.model_loads.labels("failed").inc()
+            log.warning("reload failed, keeping model %s: %s", old_version, exc)
+            raise ApiError(409, "reload_failed", f"kept model {old_version}: {exc}") from None
+        state.publish_model(new)
+    log.info("model reloaded: %s -> %s", old_version, new.version)
+    return ReloadResult(status="reloaded", previous_version=old_version, model_version=new.version)

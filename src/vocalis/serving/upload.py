@@ -1,0 +1,85 @@
+"""An uploaded recording, decoded once: header checks, the short-audio rule, and keeping the raw upload.
+
+The bytes are opened once (:func:`vocalis.audio.load_with_info`): the header is checked (duration limit,
+empty audio) before a sample is decoded, then the samples are decoded, downmixed and resampled to the
+model's rate. The waveform goes to the Predictor and to the drift summary; the header facts (the file's own
+sample rate and channels, the decoded duration) go into the response and the log.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from vocalis import audio
+from vocalis.serving.api_errors import ApiError
+from vocalis.serving.settings import Settings
+
+
+@dataclass(frozen=True)
+class DecodedUpload:
+    """A mono float32 waveform at the model's rate and what the file's header (and decoding) said."""
+
+    waveform: np.ndarray
+    info: audio.AudioInfo
+
+
+def check_featurizable(info: audio.AudioInfo, name: str) -> None:
+    """THE short-audio rule of the service: refuse only audio that cannot be featurized at all.
+
+    A recording with no samples has nothing to featurize (400 ``empty_audio``). Any other length is
+    accepted: a clip shorter than the model's window is zero-padded to one window, exactly as data
+    preparation pads short training clips (:class:`vocalis.windows.WindowSpec`), so a real 33 ms click is
+    classified, not refused.
+    """
+    if info.frames == 0:
+        raise ApiError(400, "empty_audio", f"{name}: contains no audio samples")
+
+
+def _pad_to_one_sample(waveform: np.ndarray) -> np.ndarray:
+    # resampling a clip of a few samples can round to zero samples at the model's rate (1 sample at
+    # 44.1 kHz -> 0 at 16 kHz); the clip had audio, so it becomes one (silent) sample that the window pads
+    return waveform if waveform.size else np.zeros(1, dtype=np.float32)
+
+
+def decode_upload(data: bytes, name: str, sample_rate: int, settings: Settings) -> DecodedUpload:
+    """Check and decode an upload to mono at ``sample_rate``, opening the bytes once (raises ApiError)."""
+    if not data:
+        raise ApiError(400, "empty_file", f"{name}: file is empty (0 bytes)")
+
+    def check(info: audio.AudioInfo) -> None:
+        if info.duration > settings.max_duration_s:
+            raise ApiError(
+                413,
+                "audio_too_long",
+                f"{name}: {info.duration:.1f} s of audio is longer than the limit of "
+                f"{settings.max_duration_s:.0f} s",
+            )
+        check_featurizable(info, name)
+
+    try:
+        waveform, info = audio.load_with_info(data, sample_rate, name=name, check=check)
+    except audio.AudioDecodeError as exc:
+        # libsndfile cannot open it at all: not an audio file (415); it opens but its samples are bad: 400
+        unreadable = "not a readable audio" in exc.reason
+        if unreadable:
+            raise ApiError(415, "unsupported_media", str(exc)) from None
+        raise ApiError(400, "invalid_audio", str(exc)) from None
+    return DecodedUpload(_pad_to_one_sample(waveform), info)
+
+
+def store_upload(settings: Settings, data: bytes, request_id: str, index: int, name: str) -> str | None:
+    """Keep the raw upload under ``settings.upload_dir`` (when set); returns where it went."""
+    if settings.upload_dir is None:
+        return None
+    # the client's file name is reduced to a safe basename: it never chooses where the file goes
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name)[:100] or "upload"
+    folder = Path(settings.upload_dir) / datetime.now(UTC).strftime("%Y%m%d")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{request_id}-{index}-{safe}"
+    path.write_bytes(data)
+    return str(path)
