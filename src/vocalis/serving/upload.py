@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from vocalis import audio
+from vocalis.contracts.windows import require_featurizable
+from vocalis.errors import AudioTooShortError
 from vocalis.serving.api_errors import ApiError
 from vocalis.serving.settings import Settings
 
@@ -29,15 +31,17 @@ class DecodedUpload:
 
 
 def check_featurizable(info: audio.AudioInfo, name: str) -> None:
-    """THE short-audio rule of the service: refuse only audio that cannot be featurized at all.
+    """The service's side of the one short-audio rule (:func:`vocalis.contracts.windows.require_featurizable`):
+    refuse only audio that cannot be featurized at all (400 ``empty_audio``).
 
-    A recording with no samples has nothing to featurize (400 ``empty_audio``). Any other length is
-    accepted: a clip shorter than the model's window is zero-padded to one window, exactly as data
-    preparation pads short training clips (:class:`vocalis.windows.WindowSpec`), so a real 33 ms click is
+    Any other length is accepted: a clip shorter than the model's window is zero-padded to one window,
+    exactly as data preparation and ``vocalis predict`` pad short clips, so a real 33 ms click is
     classified, not refused.
     """
-    if info.frames == 0:
-        raise ApiError(400, "empty_audio", f"{name}: contains no audio samples")
+    try:
+        require_featurizable(info.frames, name, info.sample_rate)
+    except AudioTooShortError as exc:
+        raise ApiError(400, "empty_audio", str(exc)) from None
 
 
 def _pad_to_one_sample(waveform: np.ndarray) -> np.ndarray:
