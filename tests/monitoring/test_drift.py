@@ -33,8 +33,8 @@ def _cli_drift(artifact: Path, url: str, tmp_path: Path, *extra: str) -> dict:
 
 def test_export_stores_a_reference_of_the_training_split(monitored_artifact: Path) -> None:
     from vocalis import audio
+    from vocalis.contracts.audio_summary import summarize
     from vocalis.monitoring.reference import SUMMARY_COLUMNS, load_reference
-    from vocalis.serving.audio_summary import summarize
 
     ref = load_reference(monitored_artifact)
     assert len(ref) == 3 * 21  # 21 training recordings per class, every one decodable
@@ -121,7 +121,7 @@ def test_scipy_engine_gives_evidentlys_p_values(
 
 
 def _frame(predictor: object, clips: list[np.ndarray]) -> pd.DataFrame:
-    from vocalis.serving.audio_summary import summarize
+    from vocalis.contracts.audio_summary import summarize
 
     rows = []
     for x in clips:

@@ -1,7 +1,7 @@
 """The drift reference: what the served traffic should look like, computed on a run's training split.
 
 For each training recording (up to ``max_clips``, drawn at random) the reference holds exactly what the
-service logs for a served file: the audio summary features (:func:`vocalis.serving.audio_summary.summarize`
+service logs for a served file: the audio summary features (:func:`vocalis.contracts.audio_summary.summarize`
 of the mono waveform at the model's rate), the model's top label, its confidence and the mean per-class
 probabilities, as produced by the exported ONNX model itself through :class:`vocalis.inference.Predictor`.
 Computing it through the served model and the served summary, not through the training code, means a
@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from vocalis import audio
+from vocalis.contracts.audio_summary import AudioSummary, summarize
 from vocalis.errors import CacheError, VocalisError
 from vocalis.monitoring.errors import NoReferenceError
-from vocalis.serving.audio_summary import AudioSummary, summarize
 
 log = logging.getLogger(__name__)
 

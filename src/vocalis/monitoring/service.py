@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Gauge
 from pydantic import Field, field_validator
@@ -116,15 +116,21 @@ class DriftMonitor:
         if store is None:
             raise MonitoringError("the prediction log is not open yet")
         s = self.settings
-        result = drift_for_artifact(
-            self._artifact_dir(),
-            store,
-            make_window(since, last),
-            min_rows=s.min_rows,
-            p_threshold=s.p_threshold,
-            drift_share=s.drift_share,
-            engine=s.engine,
-        )
+        try:
+            result = drift_for_artifact(
+                self._artifact_dir(),
+                store,
+                make_window(since, last),
+                min_rows=s.min_rows,
+                p_threshold=s.p_threshold,
+                drift_share=s.drift_share,
+                engine=s.engine,
+            )
+        except ImportError as exc:
+            # the slim service image has no scipy/Evidently: say which extra brings them
+            raise MonitoringError(
+                f"drift needs the monitoring extra (pip install 'vocalis[monitoring]'): {exc}"
+            ) from None
         return result.to_dict()
 
     def refresh(self) -> dict[str, Any] | None:
@@ -179,7 +185,7 @@ def _error(status: int, error: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
 
 
-def drift_router(monitor: DriftMonitor, require_admin: Callable[[Request], Any]) -> APIRouter:
+def drift_router(monitor: DriftMonitor, require_admin: Callable[..., Any]) -> APIRouter:
     """The ``/v1/monitoring`` routes. ``require_admin(request)`` raises when the caller is not an admin."""
     router = APIRouter(prefix="/v1/monitoring", tags=["monitoring"])
 

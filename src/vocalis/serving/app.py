@@ -24,6 +24,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from vocalis.monitoring.service import DriftMonitor, drift_router
 from vocalis.serving.api_errors import ApiError
 from vocalis.serving.metrics import ServiceMetrics
 from vocalis.serving.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
@@ -63,6 +64,7 @@ _STATUS_KINDS = {
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.vocalis
     await state.start()
+    state.drift.start()  # periodic drift runs: off unless VOCALIS_DRIFT_INTERVAL_S is set
     assert state.predictor is not None
     log.info(
         "serving model %s (%d classes) from %s: %d prediction(s) at a time, %d ORT thread(s) each",
@@ -75,6 +77,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await state.drift.stop()
         state.close()
 
 
@@ -125,7 +128,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan,
         responses=_ERROR_RESPONSES,
     )
-    app.state.vocalis = ServiceState(settings, metrics)
+    state = ServiceState(settings, metrics)
+    state.drift = DriftMonitor(
+        store=lambda: state.store, artifact_dir=lambda: state.settings.model_dir, registry=metrics.registry
+    )
+    app.state.vocalis = state
 
     # middleware: the last added is the outermost. Request context wraps everything (so refused bodies
     # also carry a request id and count in the metrics); the size limit sits inside it.
@@ -150,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(model.router)
     app.include_router(predict.router)
+    app.include_router(drift_router(state.drift, require_admin=model.require_admin))
     return app
 
 

@@ -15,6 +15,7 @@ import anyio
 from fastapi import Depends, Request
 
 from vocalis.inference import Predictor
+from vocalis.monitoring.service import DriftMonitor
 from vocalis.serving.api_errors import ApiError
 from vocalis.serving.metrics import ServiceMetrics
 from vocalis.serving.prediction import card_dict, load_predictor, resolve_parallelism
@@ -36,6 +37,8 @@ class ServiceState:
         self.limiter = anyio.CapacityLimiter(self.concurrency)
         self.reload_lock = asyncio.Lock()
         self.loaded_at: datetime | None = None
+        #: drift of the logged traffic against the artifact's reference (set by create_app)
+        self.drift: DriftMonitor
 
     async def start(self) -> None:
         """Load the model and open (and migrate) the prediction log, off the event loop."""

@@ -14,10 +14,10 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
+from vocalis.contracts.audio_summary import summarize
 from vocalis.inference import Predictor
 from vocalis.inference.file_result import file_result
 from vocalis.serving.api_errors import ApiError
-from vocalis.serving.audio_summary import summarize
 from vocalis.serving.prediction import PredictOptions, predict_upload
 from vocalis.serving.request_context import request_id_var
 from vocalis.serving.schemas import BatchItem, BatchResponse, ErrorBody, FileResult, PredictResponse

@@ -1,4 +1,4 @@
-"""Summary features of a served recording, stored with each prediction for drift monitoring (numpy only).
+"""Summary features of a recording: logged with each served prediction, stored as the drift reference.
 
 Cheap, model-independent descriptors of the input: if the field recordings change (new hydrophone, new
 site, more noise), these move before accuracy visibly drops. Computed on the mono waveform at the model's
