@@ -31,7 +31,7 @@ class DecodedUpload:
 
 
 def check_featurizable(info: audio.AudioInfo, name: str) -> None:
-    """The service's side of the one short-audio rule (:func:`vocalis.contracts.windows.require_featurizable`):
+    """The service side of the one short-audio rule (:func:`vocalis.contracts.windows.require_featurizable`):
     refuse only audio that cannot be featurized at all (400 ``empty_audio``).
 
     Any other length is accepted: a clip shorter than the model's window is zero-padded to one window,
