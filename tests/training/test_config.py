@@ -140,3 +140,12 @@ def test_bad_override_is_a_config_error() -> None:
         compose_config(["model=no_such_model"])
     with pytest.raises(ConfigError):
         compose_config(["trainer.profiler=simple"])  # profilers are their own group: profiler=simple
+
+
+def test_a_recipe_tuning_a_callback_that_minimal_removed_leaves_it_out(tmp_path: Path) -> None:
+    # folder_cpu sets callbacks.early_stopping.patience; callbacks=minimal had set early_stopping: null
+    overrides = ["experiment=folder_cpu", "callbacks=minimal", "data.root=/r", f"run_dir={tmp_path}"]
+    cfg = compose_config(overrides)
+    callbacks = build_callbacks(cfg)
+    assert not any(isinstance(c, EarlyStopping) for c in callbacks)
+    assert any(isinstance(c, ModelCheckpoint) for c in callbacks)

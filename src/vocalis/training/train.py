@@ -80,13 +80,20 @@ def _decide_run_dir(cfg: DictConfig) -> Path:
     return Path(str(cfg.paths.runs_dir)) / new_run_name(str(cfg.get("name") or "train"))
 
 
-def _targets(cfg: DictConfig, group: str) -> dict[str, DictConfig]:
-    """The non-null entries of ``cfg.<group>``, each required to name a ``_target_``."""
+def _targets(cfg: DictConfig, group: str, strict: bool = True) -> dict[str, DictConfig]:
+    """The non-null entries of ``cfg.<group>``, each required to name a ``_target_``.
+
+    ``strict=False`` leaves an entry without one out with a warning instead: an experiment that tunes a
+    callback (``callbacks.early_stopping.patience``) composed with ``callbacks=minimal``, which removed it.
+    """
     nodes: dict[str, DictConfig] = {}
     for key, node in (cfg.get(group) or {}).items():
         if node is None:
             continue
         if not isinstance(node, DictConfig) or "_target_" not in node:
+            if not strict:
+                log.warning("%s.%s has no _target_ (disabled, then given settings?): left out", group, key)
+                continue
             raise ConfigError(f"{group}.{key}: has no _target_ (the class to build)")
         nodes[str(key)] = node
     return nodes
@@ -115,7 +122,8 @@ def build_loggers(cfg: DictConfig, mlflow_run_id: str | None = None) -> list[Log
 def build_callbacks(cfg: DictConfig, extra: list[Callback] | None = None) -> list[Callback]:
     """The Lightning callbacks of ``cfg.callbacks`` (best/last checkpoints, early stopping, progress bar)
     built by ``_target_``, then ``extra``."""
-    callbacks = [_build(f"callbacks.{key}", node) for key, node in _targets(cfg, "callbacks").items()]
+    nodes = _targets(cfg, "callbacks", strict=False)
+    callbacks = [_build(f"callbacks.{key}", node) for key, node in nodes.items()]
     return callbacks + list(extra or [])
 
 
