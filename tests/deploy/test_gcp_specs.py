@@ -98,7 +98,7 @@ def test_vertex_job_overrides_compose_into_a_training_config() -> None:
 
     job = CustomJobSpec.model_validate(yaml.safe_load((GCP / "vertex-train-job.yaml").read_text()))
     cfg = compose_config(job.workerPoolSpecs[0].containerSpec.args[1:])
-    assert cfg.model.name == "resnet34"
+    assert cfg.model._target_ == "vocalis.models.resnet34"
     assert cfg.trainer.accelerator == "gpu"
     assert cfg.data.local_dir.startswith("/gcs/")
 
