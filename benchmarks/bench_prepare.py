@@ -1,9 +1,10 @@
-"""Data preparation throughput: ``vocalis data prepare`` vs the seed's one-clip-at-a-time librosa loop.
+"""Data preparation throughput: ``vocalis data prepare`` vs the reference's one-clip-at-a-time librosa loop.
 
 Both run on the same generated set (synthetic calls, 1-5 s, 16-48 kHz, WAV and FLAC), side by side in one
 run, each in its own subprocess so that its peak resident memory is its own:
 
-- baseline (the seed, re-created): for each file, ``librosa.load(path, sr=32000)`` (soxr_hq resampling),
+- baseline (the reference's loop, re-created): for each file, ``librosa.load(path, sr=32000)``
+  (soxr_hq resampling),
   ``librosa.feature.melspectrogram`` (n_fft 1024, hop 320, 64 mels, 50-14000 Hz) and
   ``librosa.power_to_db(ref=np.max, top_db=80)``, one clip at a time, one process. It featurizes each
   clip once as a whole, which is about the same FFT work as our overlapping 3 s windows with shared
@@ -43,7 +44,7 @@ def _usage() -> dict[str, float]:
 
 
 def run_baseline(root: Path) -> dict[str, float]:
-    """The seed's loop, timed."""
+    """The reference system's loop, timed."""
     import librosa
     import numpy as np
 

@@ -1,15 +1,15 @@
-"""Serving benchmark: the vocalis service vs the in-process Predictor vs the seed's serving approach.
+"""Serving benchmark: the vocalis service vs the in-process Predictor vs the reference's serving approach.
 
     uv run python benchmarks/bench_serving.py [--duration 20] [--users 1,8,32] [--arch compact]
 
-One run measures, on the same recording (an 11.67 s call at 32 kHz: the seed's 1168-frame clip, one window
-of the reference WMMS configuration) and the same network weights:
+One run measures, on the same recording (an 11.67 s call at 32 kHz: the reference's 1168-frame clip, one
+window of the reference WMMS configuration) and the same network weights:
 
 (a) the in-process :class:`vocalis.inference.Predictor` (bytes in, decode + windows + ONNX, one loop);
 (b) ``vocalis serve`` under Locust (``tests/performance/locustfile.py`` ``VocalisUser``) at each user count;
-(c) the seed's approach re-created: the client computes the 64 x 1168 log-mel with librosa and POSTs it as
-    JSON to an endpoint that runs the same network (exported alone to ONNX, spectrogram in) and returns the
-    class index (``SeedUser``), at each user count.
+(c) the reference's approach re-created: the client computes the 64 x 1168 log-mel with librosa and POSTs
+    it as JSON to an endpoint that runs the same network (exported alone to ONNX, spectrogram in) and
+    returns the class index (``ReferenceUser``), at each user count.
 
 It prints RPS, p50/p95/p99 and errors per run and the ratios the serving targets are stated in, and writes
 them to ``--out`` (JSON + Markdown). Machine figures depend on the CPU: quote them with the machine.
@@ -46,7 +46,7 @@ def free_port() -> int:
 
 
 def build_models(work: Path, arch: str) -> tuple[Path, Path]:
-    """Export one network twice: the vocalis artifact (waveform in) and the seed-style ONNX (log-mel in)."""
+    """Export one network twice: the vocalis artifact (waveform in), the reference-style ONNX (log-mel in)."""
     import torch
 
     from vocalis.contracts.checkpoint import network_hparams, save_checkpoint
@@ -54,9 +54,9 @@ def build_models(work: Path, arch: str) -> tuple[Path, Path]:
     from vocalis.export.onnx import export_artifact
     from vocalis.models import build_model
 
-    params = FeatureParams()  # the seed's featurizer: 32 kHz, n_fft 1024, hop 320, 64 mels, 50-14000 Hz
+    params = FeatureParams()  # the reference's featurizer: 32 kHz, n_fft 1024, hop 320, 64 mels, 50-14000 Hz
     # the reference WMMS configuration (configs/data/wmms.yaml): one 11.67 s window per clip, which is the
-    # seed's 1168-frame input, so both approaches run the same network on the same amount of audio
+    # reference system's 1168-frame input, so both approaches run the same network on the same amount of audio
     window_s = hop_s = CLIP_S
     n_frames = params.n_frames(round(window_s * params.sample_rate))
     torch.manual_seed(0)
@@ -69,21 +69,21 @@ def build_models(work: Path, arch: str) -> tuple[Path, Path]:
     save_checkpoint(run / "checkpoints" / "best.ckpt", net.state_dict(), hparams)
     artifact = work / "artifact"
     export_artifact(run, artifact, name=f"bench-{arch}")
-    seed_onnx = work / "seed_network.onnx"
+    reference_onnx = work / "reference_network.onnx"
     torch.onnx.export(
         net,
         (torch.zeros(1, 1, params.n_mels, SEED_FRAMES),),
-        str(seed_onnx),
+        str(reference_onnx),
         input_names=["spectrogram"],
         output_names=["logits"],
         dynamo=False,
         opset_version=17,
     )
-    return artifact, seed_onnx
+    return artifact, reference_onnx
 
 
 def write_audio(path: Path, seconds: float = CLIP_S, sr: int = 32_000) -> bytes:
-    """The benchmark recording, 16-bit WAV: a chirped tone over noise lasting the seed's 1168 frames.
+    """The benchmark recording, 16-bit WAV: a chirped tone over noise lasting the reference's 1168 frames.
 
     (Not imported from the locustfile: importing locust monkey-patches the process with gevent.)
     """
@@ -205,13 +205,13 @@ def run_locust(
     }
 
 
-def serve_seed(onnx_path: str, port: int) -> None:
-    """The seed-style endpoint: POST /predict {"spectrogram": [[...64 x 1168...]]} -> {"index": k}."""
+def serve_reference(onnx_path: str, port: int) -> None:
+    """The reference-style endpoint: POST /predict {"spectrogram": [[...64 x 1168...]]} -> {"index": k}."""
     import onnxruntime as ort
     import uvicorn
     from fastapi import Body, FastAPI
 
-    # the reference system's own set-up (onnxruntime's defaults), not vocalis' session builder: this is the
+    # the reference's own set-up (onnxruntime's defaults), not vocalis' session builder: this is the
     # baseline being compared against
     session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     app = FastAPI()
@@ -238,18 +238,18 @@ def main() -> None:
     parser.add_argument("--arch", default="compact", help="network: compact, resnet18, resnet34")
     parser.add_argument("--n-inproc", type=int, default=60, help="in-process calls timed")
     parser.add_argument("--out", type=Path, default=ROOT / "loadtest-results" / "bench_serving")
-    parser.add_argument("--serve-seed", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-reference", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_seed:
-        serve_seed(args.serve_seed, args.port)
+    if args.serve_reference:
+        serve_reference(args.serve_reference, args.port)
         return
 
     users = [int(u) for u in args.users.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="vocalis-bench-serving-"))
     print(f"building models ({args.arch}) in {work} ...", flush=True)
-    artifact, seed_onnx = build_models(work, args.arch)
+    artifact, reference_onnx = build_models(work, args.arch)
     audio = work / "call.wav"
     data = write_audio(audio)
 
@@ -261,7 +261,7 @@ def main() -> None:
         "in_process": in_process(artifact, data, args.n_inproc, threads=None, workers=1),
         "in_process_parallel": in_process(artifact, data, args.n_inproc, threads=1, workers=cores),
         "service": {},
-        "seed": {},
+        "reference": {},
     }
 
     port = free_port()
@@ -299,21 +299,21 @@ def main() -> None:
         server.wait(15)
 
     port = free_port()
-    seed = subprocess.Popen(
-        [sys.executable, __file__, "--serve-seed", str(seed_onnx), "--port", str(port)],
+    reference = subprocess.Popen(
+        [sys.executable, __file__, "--serve-reference", str(reference_onnx), "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_ready(f"http://127.0.0.1:{port}/health", seed)
+        wait_ready(f"http://127.0.0.1:{port}/health", reference)
         for u in users:
-            print(f"seed approach, {u} users ...", flush=True)
-            results["seed"][u] = run_locust(
-                "SeedUser", f"http://127.0.0.1:{port}", u, args.duration, args.out / f"seed_{u}", audio
+            print(f"reference approach, {u} users ...", flush=True)
+            results["reference"][u] = run_locust(
+                "ReferenceUser", f"http://127.0.0.1:{port}", u, args.duration, args.out / f"seed_{u}", audio
             )
     finally:
-        seed.terminate()
-        seed.wait(15)
+        reference.terminate()
+        reference.wait(15)
 
     ip, ipp = results["in_process"], results["in_process_parallel"]
     best = max(ip, ipp, key=lambda r: r["rps"])
@@ -333,7 +333,7 @@ def main() -> None:
             f"| {label} | {r['workers']} | {r['rps']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} "
             f"| {r['p99']:.0f} | {r['requests']} | 0 |"
         )
-    for name, key in (("vocalis serve", "service"), ("seed approach (librosa + JSON)", "seed")):
+    for name, key in (("vocalis serve", "service"), ("reference approach (librosa + JSON)", "reference")):
         for u in users:
             r = results[key][u]
             lines.append(
@@ -341,13 +341,13 @@ def main() -> None:
                 f"| {r['requests']} | {r['failures']} |"
             )
     lines.append("")
-    svc, sd = results["service"], results["seed"]
+    svc, sd = results["service"], results["reference"]
     ratios = {}
     if 8 in svc:
         ratios["service_8u_rps_over_best_in_process"] = svc[8]["rps"] / best["rps"]
         ratios["service_8u_rps_over_in_process_1_loop"] = svc[8]["rps"] / ip["rps"]
     if 8 in svc and 8 in sd:
-        ratios["service_over_seed_8u_rps"] = svc[8]["rps"] / sd[8]["rps"]
+        ratios["service_over_reference_8u_rps"] = svc[8]["rps"] / sd[8]["rps"]
     if 1 in svc:
         ratios["service_1u_p99_over_in_process_p99"] = svc[1]["p99"] / ip["p99"]
         ratios["service_1u_p99_over_in_process_p50"] = svc[1]["p99"] / ip["p50"]

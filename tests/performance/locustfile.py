@@ -4,7 +4,7 @@
         -H http://127.0.0.1:8000 --csv reports/load
 
 ``VocalisUser`` posts a recording to ``/v1/predict`` (the file in ``VOCALIS_LOAD_AUDIO``, else an 11.67 s
-synthetic call written in memory) and checks the answer. ``SeedUser`` re-creates the seed project's
+synthetic call written in memory) and checks the answer. ``ReferenceUser`` re-creates the reference system's
 approach for comparison: the client computes a 64 x 1168 log-mel with librosa, sends it as JSON to
 ``/predict`` and gets a class index back (see benchmarks/bench_serving.py, which serves that endpoint).
 """
@@ -78,13 +78,13 @@ def seed_log_mel(waveform: np.ndarray) -> np.ndarray:
 
 @events.init.add_listener
 def _warm_up_librosa(environment: object, **_: object) -> None:
-    """Import librosa and run its JIT-compiled code once before the clock starts (only for SeedUser runs)."""
+    """Import librosa and run its JIT-compiled code once before the clock starts (ReferenceUser runs only)."""
     classes = getattr(environment, "user_classes", None) or []
-    if any(c.__name__ == "SeedUser" for c in classes):
+    if any(c.__name__ == "ReferenceUser" for c in classes):
         seed_log_mel(_synthetic_call(1.0))
 
 
-class SeedUser(FastHttpUser):
+class ReferenceUser(FastHttpUser):
     """The seed's approach: librosa log-mel on the client, JSON spectrogram to the server, an index back."""
 
     wait_time = constant(0)
