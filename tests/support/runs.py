@@ -80,7 +80,7 @@ def overrides(root: Path) -> list[str]:
         "training.label_smoothing=0.0",
         "training.augment.freq_masks=0",
         "training.augment.time_masks=0",
-        "model.kwargs.dropout=0.0",
+        "model.dropout=0.0",
         "trainer.max_epochs=8",
         "callbacks=minimal",
         "logger=none",

@@ -70,15 +70,15 @@ def require_mlflow() -> None:
 
     Only a ``models:/`` URI needs MLflow; the service and ``vocalis predict`` run without it.
     """
-    import importlib.util
-
     from vocalis.errors import ConfigError
 
-    if importlib.util.find_spec("mlflow") is None:
+    try:
+        import mlflow  # noqa: F401  (what every models:/ lookup imports next)
+    except ImportError:
         raise ConfigError(
             "models:/ URIs need MLflow, which is not installed: install the 'train' extra "
             "(uv sync --extra train, or pip install 'vocalis[train]'), or serve an artifact directory"
-        )
+        ) from None
 
 
 def is_registry_uri(uri: str | Path) -> bool:
