@@ -128,8 +128,10 @@ class ServiceState:
             old = self.model_label
             try:
                 loaded = await anyio.to_thread.run_sync(lambda: load_model(self.settings))
-            except (VocalisError, OSError, ValueError) as exc:
+            except Exception as exc:  # any failure (registry down, MLflow error, bad files) keeps the model
                 self.metrics.model_loads.labels("failed").inc()
+                if not isinstance(exc, VocalisError | OSError | ValueError):
+                    exc = RuntimeError(f"{type(exc).__name__}: {exc}")  # name what an unexpected one was
                 log.warning("reload failed, keeping model %s: %s", old, exc)
                 raise ApiError(409, "reload_failed", f"kept model {old}: {exc}") from None
             self.publish_model(loaded.predictor, loaded)
