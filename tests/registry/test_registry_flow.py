@@ -97,13 +97,16 @@ def test_first_promotion_runs_the_gate_on_the_candidates_test_split(store: str, 
 
 
 def test_pyfunc_predicts_from_an_audio_path_like_the_predictor(
-    store: str, production, good_artifact: Path
+    store: str, production, good_artifact: Path, trained_run: Path
 ) -> None:
     import mlflow
 
     from vocalis.inference import Predictor
 
-    clip = good_artifact.parent / "audio" / "beta_7.wav"  # a test-split clip of the tiny set
+    # a clip of the tiny set the session's run trained on (support.runs: <root>/calls/<class>/, run in
+    # <root>/runs/<name>)
+    clip = trained_run.parent.parent / "calls" / "beta" / "beta_7.wav"
+    assert clip.is_file(), clip
     mlflow.set_tracking_uri(store)
     mlflow.set_registry_uri(store)
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@production")
@@ -212,7 +215,7 @@ def test_unreachable_tracking_uri_is_one_line_and_non_zero(tmp_path: Path) -> No
         timeout=300,
         env={**os.environ, "COLUMNS": "400"},
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # the CLI's exit code of a VocalisError (1 is a refused gate)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "cannot be reached" in lines[0], proc.stderr
     assert time.monotonic() - t0 < 240  # no minutes of retries

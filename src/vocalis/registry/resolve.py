@@ -12,15 +12,20 @@ model that a later start would trust.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vocalis.contracts.card import CARD_FILE, MODEL_FILE
 from vocalis.errors import ArtifactError
+
+if TYPE_CHECKING:
+    from vocalis.registry.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,38 @@ class ResolvedModel:
     def label(self) -> str:
         """How the service should name the model that answers: ``NAME/VERSION`` (or the directory)."""
         return f"{self.name}/{self.version}" if self.name and self.version else str(self.directory)
+
+    @classmethod
+    def from_label(cls, uri: str, directory: Path, label: str) -> ResolvedModel:
+        """What an earlier :func:`resolve_model` found, rebuilt from its URI, directory and ``label``.
+
+        ``vocalis serve`` resolves once and hands the result to its workers through the environment
+        (``VOCALIS_MODEL_URI``, ``VOCALIS_MODEL_DIR``, ``VOCALIS_MODEL_VERSION``); this reads it back
+        without asking the registry again.
+        """
+        name, _, version = label.rpartition("/")
+        alias = uri.split("@", 1)[1] if "@" in uri else None
+        return cls(uri=uri, directory=directory, name=name or None, version=version or None, alias=alias)
+
+    def describe(self) -> dict[str, str | None]:
+        """The registry facts the service shows under ``registry`` in ``/v1/model``."""
+        return {"name": self.name, "version": self.version, "alias": self.alias, "uri": self.uri}
+
+
+def require_mlflow() -> None:
+    """Raise :class:`ConfigError` naming the extra to install when MLflow is missing.
+
+    Only a ``models:/`` URI needs MLflow; the service and ``vocalis predict`` run without it.
+    """
+    from vocalis.errors import ConfigError
+
+    try:
+        import mlflow  # noqa: F401  (what every models:/ lookup imports next)
+    except ImportError:
+        raise ConfigError(
+            "models:/ URIs need MLflow, which is not installed: install the 'train' extra "
+            "(uv sync --extra train, or pip install 'vocalis[train]'), or serve an artifact directory"
+        ) from None
 
 
 def is_registry_uri(uri: str | Path) -> bool:
@@ -79,6 +116,7 @@ def resolve_model(
     """
     if not is_registry_uri(uri):
         return ResolvedModel(uri=str(uri), directory=Path(uri))
+    require_mlflow()
     import mlflow.artifacts
 
     from vocalis.registry.registry import Registry, RegistryError, parse_ref
@@ -131,11 +169,19 @@ def current_version(uri: str, *, tracking_uri: str | None = None) -> str:
     """The version a ``models:/NAME@ALIAS`` URI points at now: one registry lookup, no download.
 
     What a poller compares with the version it serves; when they differ it calls :func:`resolve_model`
-    and swaps the model in.
+    and swaps the model in. The registry client is kept between calls (a poller asks every few seconds).
     """
-    from vocalis.registry.registry import Registry, parse_ref
+    from vocalis.registry.registry import parse_ref
 
-    return Registry(tracking_uri).get(parse_ref(uri)).version
+    require_mlflow()
+    return _registry(tracking_uri).get(parse_ref(uri)).version
+
+
+@functools.lru_cache(maxsize=8)
+def _registry(tracking_uri: str | None) -> Registry:
+    from vocalis.registry.registry import Registry
+
+    return Registry(tracking_uri)
 
 
 def poll_interval(environ: dict[str, str] | None = None) -> float | None:

@@ -65,10 +65,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.vocalis
     await state.start()
     state.drift.start()  # periodic drift runs: off unless VOCALIS_DRIFT_INTERVAL_S is set
+    state.start_polling()  # alias polling: off unless VOCALIS_MODEL_POLL_S is set with a models:/ URI
     assert state.predictor is not None
     log.info(
         "serving model %s (%d classes) from %s: %d prediction(s) at a time, %d ORT thread(s) each",
-        state.predictor.version,
+        state.model_label,
         len(state.predictor.classes),
         state.settings.model_dir,
         state.concurrency,
@@ -77,6 +78,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await state.stop_polling()
         await state.drift.stop()
         state.close()
 

@@ -72,6 +72,8 @@ class ReloadResult(BaseModel):
     status: str
     previous_version: str | None
     model_version: str
+    previous_label: str | None = Field(None, description="The version served before, e.g. 'vocalis/2'.")
+    model_label: str | None = Field(None, description="The version served now, e.g. 'vocalis/3'.")
 
 
 class Health(BaseModel):

@@ -48,6 +48,18 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS; empty: off.")
     upload_dir: Path | None = Field(default=None, description="When set, every raw upload is stored here.")
     log_level: str = Field(default="INFO", description="Log level of the service.")
+    model_uri: str | None = Field(
+        default=None,
+        description="Registry URI models:/NAME@ALIAS the model came from; a reload re-resolves it.",
+    )
+    model_version: str | None = Field(
+        default=None,
+        description="NAME/VERSION that `vocalis serve` resolved model_uri to (set by the CLI, not by hand).",
+    )
+    model_poll_s: float | None = Field(
+        default=None,
+        description="With model_uri: seconds between looks at the alias; a move is reloaded. Unset/0: off.",
+    )
 
     @field_validator("admin_token", mode="before")
     @classmethod
@@ -55,7 +67,17 @@ class Settings(BaseSettings):
         # VOCALIS_ADMIN_TOKEN="" must disable the admin endpoints, not make "" a valid token
         return None if v in ("", None) else v
 
-    @field_validator("upload_dir", "threads", "inference_concurrency", mode="before")
+    @field_validator("model_poll_s", mode="before")
+    @classmethod
+    def _poll_seconds(cls, v: object) -> object:
+        # the registry's own reading of VOCALIS_MODEL_POLL_S: "" and 0 turn polling off
+        from vocalis.registry.resolve import POLL_ENV, poll_interval
+
+        return poll_interval({POLL_ENV: "" if v is None else str(v)})
+
+    @field_validator(
+        "upload_dir", "threads", "inference_concurrency", "model_uri", "model_version", mode="before"
+    )
     @classmethod
     def _empty_dir_is_none(cls, v: object) -> object:
         return None if v in ("", None) else v

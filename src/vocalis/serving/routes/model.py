@@ -6,14 +6,12 @@ import hmac
 import logging
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Depends
 from fastapi.encoders import jsonable_encoder
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from vocalis.errors import VocalisError
 from vocalis.serving.api_errors import ApiError
-from vocalis.serving.prediction import card_dict, load_predictor
+from vocalis.serving.prediction import card_dict
 from vocalis.serving.schemas import ModelCard, ReloadResult
 from vocalis.serving.state import LoadedPredictor, State
 
@@ -46,6 +44,9 @@ async def model_card(state: State, predictor: LoadedPredictor) -> dict[str, Any]
     card.setdefault("version", predictor.version)
     card.setdefault("classes", predictor.classes)
     card["loaded_at"] = state.loaded_at.isoformat() if state.loaded_at else None
+    card["model_label"] = state.label_of(predictor)
+    if state.registry is not None:
+        card["registry"] = state.registry.describe()
     result: dict[str, Any] = jsonable_encoder(card)
     return result
 
@@ -54,19 +55,20 @@ async def model_card(state: State, predictor: LoadedPredictor) -> dict[str, Any]
     "/v1/admin/reload", response_model=ReloadResult, tags=["admin"], dependencies=[Depends(require_admin)]
 )
 async def reload_model(state: State) -> ReloadResult:
-    """Load the artifact at the configured model directory again and swap it in atomically.
+    """Load the model again and swap it in atomically; a ``models:/`` URI is resolved again first.
 
-    Requests already running finish on the model they started with; new ones get the new model.
+    Requests already running finish on the model they started with; new ones get the new model. A
+    failed load keeps the old model (409 ``reload_failed``).
     """
-    async with state.reload_lock:
-        old = state.predictor
-        old_version = old.version if old is not None else None
-        try:
-            new = await anyio.to_thread.run_sync(load_predictor, state.settings)
-        except (VocalisError, OSError, ValueError) as exc:
-            state.metrics.model_loads.labels("failed").inc()
-            log.warning("reload failed, keeping model %s: %s", old_version, exc)
-            raise ApiError(409, "reload_failed", f"kept model {old_version}: {exc}") from None
-        state.publish_model(new)
-    log.info("model reloaded: %s -> %s", old_version, new.version)
-    return ReloadResult(status="reloaded", previous_version=old_version, model_version=new.version)
+    old = state.predictor
+    old_version = old.version if old is not None else None
+    previous_label, label = await state.reload()
+    new = state.predictor
+    assert new is not None
+    return ReloadResult(
+        status="reloaded",
+        previous_version=old_version,
+        model_version=new.version,
+        previous_label=previous_label,
+        model_label=label,
+    )

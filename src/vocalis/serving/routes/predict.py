@@ -87,7 +87,7 @@ def serve_file(
         request_id=request_id,
         endpoint=endpoint,
         file_name=name[:512],
-        model_name=predictor.card.name,
+        model_name=state.label_of(predictor),
         model_version=predictor.version,
         duration_s=info.duration,
         sample_rate=info.sample_rate,
