@@ -93,8 +93,8 @@ def serve(
         raise ArtifactError(
             f"{settings.model_dir}: no model.onnx there; export a model (vocalis export) or pass --model"
         )
-    configure_logging(settings.log_level)
     _preflight(settings)
+    configure_logging(settings.log_level)
     console.print(
         f"serving [bold]{settings.model_dir}[/] on http://{host}:{port} "
         f"({workers} worker{'s' if workers > 1 else ''}); web page at /, API docs at /docs",

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="Seconds a request may take to send its whole body (then 408)."
     )
     max_concurrent_uploads: int = Field(
-        default=64, gt=0, description="Request bodies received at once; more: 503 too_many_uploads."
+        default=32, gt=0, description="Request bodies received at once; more: 503 too_many_uploads."
     )
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token of the admin endpoints; unset disables them."
