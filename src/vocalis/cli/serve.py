@@ -9,9 +9,13 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from vocalis.serving.settings import Settings
 
 console = Console(stderr=True)  # messages; what a command writes goes to its files
 
@@ -61,8 +65,9 @@ def serve(
     import uvicorn
 
     from vocalis.errors import ArtifactError
+    from vocalis.serving.protocol import HeaderTimeoutProtocol
     from vocalis.serving.request_context import configure_logging
-    from vocalis.serving.settings import Settings
+    from vocalis.serving.settings import load_settings
 
     if model is not None:
         # the workers read their settings from the environment: pass the choice on that way
@@ -83,11 +88,12 @@ def serve(
         from vocalis.inference import default_threads
 
         os.environ["VOCALIS_INFERENCE_CONCURRENCY"] = str(max(1, default_threads() // workers))
-    settings = Settings()
+    settings = load_settings()
     if not (settings.model_dir / "model.onnx").is_file():
         raise ArtifactError(
             f"{settings.model_dir}: no model.onnx there; export a model (vocalis export) or pass --model"
         )
+    _preflight(settings)
     configure_logging(settings.log_level)
     console.print(
         f"serving [bold]{settings.model_dir}[/] on http://{host}:{port} "
@@ -104,7 +110,26 @@ def serve(
         log_level=settings.log_level.lower(),
         log_config=None,  # keep our handler: every line carries the request id
         access_log=False,
+        http=HeaderTimeoutProtocol,  # closes connections whose request headers do not come in time
+        h11_max_incomplete_event_size=64 * 1024,
     )
+
+
+def _preflight(settings: Settings) -> None:
+    """Fail before listening, with one line (a :class:`VocalisError`), on what would fail every request:
+    a model that does not load, a prediction log that cannot be opened, migrated or written.
+
+    Inside uvicorn the same failures surface as a lifespan traceback and exit 3.
+    """
+    from vocalis.serving.prediction import load_predictor
+    from vocalis.serving.store import PredictionStore
+
+    load_predictor(settings)  # ArtifactError: missing, corrupt or inconsistent artifact
+    store = PredictionStore(settings.database_url)  # ConfigError: bad URL, no driver, cannot migrate
+    try:
+        store.ensure_writable()  # LogUnavailableError (a ConfigError): e.g. a read-only mount
+    finally:
+        store.close()
 
 
 @log_app.command("export")

@@ -318,9 +318,28 @@ class Predictor:
             wave = audio.resample(audio.to_mono(raw), sr, self.sample_rate)
             del raw  # the decoded multichannel copy is not needed any more
         require_featurizable(len(wave), label, self.sample_rate)
-        probs = self.predict_windows(spec.cut(wave), batch_size)
+        bs = batch_size or self.batch_size
+        # windows are cut one batch at a time: cutting them all at once costs n_windows * window bytes
+        # (a small hop on a long recording asks for gigabytes), a batch costs bs * window
+        probs_parts = [self.predict_windows(batch, bs) for batch in self._cut_batches(wave, spec, bs)]
+        probs = np.concatenate(probs_parts)
         windows = self._results(probs, spec.starts(len(wave)), len(wave), spec, top_k, min_conf)
         return self._file_prediction(label, duration, sr, channels, windows, spec)
+
+    @staticmethod
+    def _cut_batches(wave: np.ndarray, spec: WindowSpec, batch_size: int) -> Iterator[np.ndarray]:
+        """The windows :meth:`WindowSpec.cut` gives, ``batch_size`` at a time (same samples, same padding)."""
+        w, h = spec.window_samples, spec.hop_samples
+        n = spec.count(len(wave))
+        for first in range(0, n, batch_size):
+            count = min(batch_size, n - first)
+            lo = first * h
+            hi = (first + count - 1) * h + w
+            piece = np.zeros(hi - lo, dtype=np.float32)
+            have = wave[lo:hi]
+            piece[: len(have)] = have
+            idx = (np.arange(count) * h)[:, None] + np.arange(w)[None, :]
+            yield piece[idx]
 
     def predict_stream(
         self,

@@ -27,11 +27,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from vocalis.monitoring.service import DriftMonitor, drift_router
 from vocalis.serving.api_errors import ApiError
 from vocalis.serving.metrics import ServiceMetrics
-from vocalis.serving.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from vocalis.serving.middleware import (
+    BodySizeLimitMiddleware,
+    RequestContextMiddleware,
+    UploadGuardMiddleware,
+)
 from vocalis.serving.request_context import install_record_factory, request_id_var
 from vocalis.serving.routes import health, model, predict, web
 from vocalis.serving.schemas import ErrorBody
-from vocalis.serving.settings import Settings
+from vocalis.serving.settings import Settings, load_settings
 from vocalis.serving.state import ServiceState, get_state
 
 log = logging.getLogger(__name__)
@@ -40,10 +44,11 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
     for code, text in {
         400: "Empty or invalid audio",
-        413: "Upload or audio duration over the limit",
+        413: "Upload, audio duration or number of windows over the limit",
+        408: "The request body did not arrive in time",
         415: "Not a readable audio file",
         422: "Missing file or invalid option",
-        503: "Model not loaded or prediction log unavailable",
+        503: "Model not loaded, prediction log unavailable, or too many uploads at once",
     }.items()
 }
 
@@ -53,6 +58,7 @@ _STATUS_KINDS = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media",
     422: "invalid_request",
@@ -147,6 +153,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID"],
         )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes, metrics=metrics)
+    app.add_middleware(
+        UploadGuardMiddleware,
+        body_timeout_s=settings.body_timeout_s,
+        max_uploads=settings.max_concurrent_uploads,
+        metrics=metrics,
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
 
     app.add_exception_handler(ApiError, _api_error)
@@ -175,7 +187,7 @@ def app_from_env() -> FastAPI:
     Worker processes started by ``--workers N`` begin with no logging set up: configure it here so their
     lines carry request ids too.
     """
-    settings = Settings()
+    settings = load_settings()
     if not logging.getLogger().handlers:
         from vocalis.serving.request_context import configure_logging
 

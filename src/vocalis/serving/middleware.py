@@ -12,7 +12,9 @@ import logging
 import time
 from typing import Any
 
+import anyio
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vocalis.serving.metrics import ServiceMetrics
@@ -115,6 +117,107 @@ class BodySizeLimitMiddleware:
                 await send(message)
 
 
+class BodyTimeout(HTTPException):
+    """The request body did not arrive within its deadline (an HTTPException so FastAPI re-raises it)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            status_code=408,
+            detail=f"the request body did not arrive within {seconds:g} s (VOCALIS_BODY_TIMEOUT_S)",
+            headers={"Connection": "close"},  # the rest of the body is not read: the connection ends
+        )
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"", b"0")):
+            return True
+    return False
+
+
+class UploadGuardMiddleware:
+    """Bound request bodies in time and in number.
+
+    A body must arrive whole within ``body_timeout_s`` of the request's start (408 ``request_timeout`` and
+    the connection closes); at most ``max_uploads`` requests with a body are served at once, others get
+    503 ``too_many_uploads`` at once (with ``Retry-After``) instead of queueing their bodies in memory.
+    Requests without a body (``/health``, ``/ready``, ``/metrics``) are never counted nor timed.
+    """
+
+    def __init__(
+        self, app: ASGIApp, body_timeout_s: float, max_uploads: int, metrics: ServiceMetrics | None = None
+    ) -> None:
+        self.app = app
+        self.body_timeout_s = body_timeout_s
+        self.max_uploads = max_uploads
+        self.metrics = metrics
+        self.active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count the upload and put a deadline on ``receive`` until the body is complete."""
+        if scope["type"] != "http" or not _has_body(scope):
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_var.get()
+        if self.active >= self.max_uploads:
+            log.warning("refused an upload: %d already in progress", self.active)
+            if self.metrics is not None:
+                self.metrics.errors.labels("too_many_uploads").inc()
+            start, body = _json_response(
+                503,
+                {
+                    "error": "too_many_uploads",
+                    "detail": f"{self.active} uploads are in progress, the limit is {self.max_uploads} "
+                    "(VOCALIS_MAX_CONCURRENT_UPLOADS); try again shortly",
+                    "request_id": request_id,
+                },
+                request_id,
+            )
+            start["headers"] = [*start["headers"], (b"retry-after", b"1"), (b"connection", b"close")]
+            await send(start)
+            await send(body)
+            return
+        deadline = anyio.current_time() + self.body_timeout_s
+        body_done = False
+        started = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_done
+            if body_done:  # after the body only a disconnect can come: no deadline on waiting for it
+                return await receive()
+            with anyio.move_on_after(max(0.0, deadline - anyio.current_time())) as scope_:
+                message = await receive()
+            if scope_.cancelled_caught:
+                log.info("request body not complete after %.0f s: refused", self.body_timeout_s)
+                raise BodyTimeout(self.body_timeout_s)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        self.active += 1
+        try:
+            await self.app(scope, timed_receive, tracking_send)
+        except BodyTimeout as exc:
+            if started:
+                raise
+            if self.metrics is not None:
+                self.metrics.errors.labels("request_timeout").inc()
+            start, body = _json_response(
+                408, {"error": "request_timeout", "detail": exc.detail, "request_id": request_id}, request_id
+            )
+            start["headers"] = [*start["headers"], (b"connection", b"close")]
+            await send(start)
+            await send(body)
+        finally:
+            self.active -= 1
+
+
 class RequestContextMiddleware:
     """Assign the request id, echo it in ``X-Request-ID``, and record request metrics."""
 
@@ -148,16 +251,64 @@ class RequestContextMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send_with_id(message)
+
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            # answered here, inside the request's context, so the 500 names the request id (in the body
+            # and the X-Request-ID header) like every other error; the traceback goes to the log
+            log.exception("unexpected error")
+            if started:
+                raise
+            self.metrics.errors.labels("internal_error").inc()
+            for message in _json_response(
+                500,
+                {
+                    "error": "internal_error",
+                    "detail": "the server failed; see its log for this request id",
+                    "request_id": request_id,
+                },
+                request_id,
+            ):
+                await send_with_id(message)
         finally:
             elapsed = time.perf_counter() - t0
             self.metrics.in_flight.dec()
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
+            endpoint = _endpoint_label(scope)
             method = scope.get("method", "")
             self.metrics.requests.labels(endpoint, method, str(status)).inc()
             self.metrics.latency.labels(endpoint).observe(elapsed)
             if status >= 400:
                 log.info("%s %s -> %d in %.1f ms", method, scope.get("path"), status, elapsed * 1e3)
             request_id_var.reset(token)
+
+
+def _endpoint_label(scope: Scope) -> str:
+    """The route template a request matched, for the metrics' ``endpoint`` label.
+
+    FastAPI's own routes put themselves in ``scope["route"]``; the docs, the OpenAPI schema and mounted
+    static files are plain Starlette routes that do not, so they are matched here again (only for those).
+    """
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if path:
+        return str(path)
+    app = scope.get("app")
+    router = getattr(app, "router", None)
+    # routing rewrote root_path for a mount: match the request as it came in
+    original = {**scope, "root_path": scope.get("app_root_path", "")}
+    for candidate in getattr(router, "routes", ()):
+        try:
+            match, _ = candidate.matches(original)
+        except Exception:  # a route that cannot judge this scope is not it
+            continue
+        if match == Match.FULL:
+            return str(getattr(candidate, "path", "unmatched")) or "unmatched"
+    return "unmatched"

@@ -92,7 +92,11 @@ def predict_upload(
     The Predictor sees the decoded waveform; the result reports the file's own sample rate and channels and
     the decoded duration, which the waveform alone (mono, at the model rate) no longer tells.
     """
-    upload = decode_upload(data, name, predictor.sample_rate, settings)
+    try:
+        spec = predictor.window_spec(opts.window_s, opts.hop_s)
+    except (ValueError, ConfigError) as exc:  # e.g. a window the model cannot take
+        raise ApiError(422, "invalid_option", str(exc)) from None
+    upload = decode_upload(data, name, predictor.sample_rate, settings, spec)
     t0 = time.perf_counter()
     try:
         fp = predictor.predict(

@@ -25,7 +25,7 @@ from vocalis.serving.api_errors import ApiError
 from vocalis.serving.metrics import ServiceMetrics
 from vocalis.serving.prediction import card_dict, load_predictor, resolve_parallelism
 from vocalis.serving.settings import Settings
-from vocalis.serving.store import NewPrediction, PredictionStore
+from vocalis.serving.store import LogUnavailableError, NewPrediction, PredictionStore
 
 if TYPE_CHECKING:
     from vocalis.registry.resolve import ResolvedModel
@@ -183,6 +183,9 @@ class ServiceState:
             raise ApiError(503, "not_ready", "the prediction log is not open")
         try:
             await anyio.to_thread.run_sync(self.store.add, rows)
+        except LogUnavailableError as exc:
+            log.error("prediction log write refused: %s", exc)
+            raise ApiError(503, "log_unavailable", f"the prediction log cannot be written: {exc}") from None
         except Exception as exc:
             # not acknowledged: a prediction the log cannot keep is an error, never a silent success
             log.exception("prediction log write failed")

@@ -14,6 +14,8 @@ table) is first stamped at the baseline revision, whose schema it has. See docs/
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -188,18 +190,84 @@ def upgrade_schema(engine: Engine, *, attempts: int = 3) -> None:
             time.sleep(0.2 * attempt)
 
 
+class LogUnavailableError(ConfigError):
+    """The prediction log cannot be written now (its file is gone, replaced or read-only)."""
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL (None for other databases and in-memory SQLite)."""
+    if not url.startswith("sqlite") or ":///" not in url:
+        return None
+    db_path = url.split(":///", 1)[1].split("?", 1)[0]
+    return Path(db_path) if db_path and db_path != ":memory:" else None
+
+
 class PredictionStore:
-    """Writes and reads the prediction log."""
+    """Writes and reads the prediction log.
+
+    A SQLite log is a file the service holds open: when it is deleted (or its folder is), SQLite keeps
+    writing to the unlinked inode and every commit "succeeds" into nothing. So before each write the store
+    checks that the path still names the file it opened and that it is writable; when not, the write fails
+    (:class:`LogUnavailableError`, a 503 in the service) until the folder is back, when the log is opened
+    again there.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.path = sqlite_path(url)
         self.engine = make_engine(url)
         upgrade_schema(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._lock = threading.Lock()
+        self._identity = self._file_identity()
         log.info("prediction log at %s", _redact(url))
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def unwritable_reason(self) -> str | None:
+        """Why the log cannot be written now, or None when it can (always None for a server database)."""
+        if self.path is None:
+            return None
+        identity = self._file_identity()
+        if identity is None:
+            return f"{self.path} is gone (deleted while the service had it open)"
+        if identity != self._identity:
+            return f"{self.path} was replaced by another file while the service had it open"
+        if not os.access(self.path, os.W_OK) or not os.access(self.path.parent, os.W_OK):
+            return f"{self.path} (or its folder) is not writable"
+        return None
+
+    def ensure_writable(self) -> None:
+        """Raise :class:`LogUnavailableError` unless the log can be written; reopen it when it can again.
+
+        A log whose file is gone is opened anew once its folder exists and is writable again (the rows of
+        the deleted file are gone with it; new ones are not written into a deleted file).
+        """
+        with self._lock:
+            reason = self.unwritable_reason()
+            if reason is None:
+                return
+            assert self.path is not None
+            folder = self.path.parent
+            if not (folder.is_dir() and os.access(folder, os.W_OK)) or self.path.exists():
+                raise LogUnavailableError(reason)
+            log.warning("prediction log: %s; opening a new log at %s", reason, self.path)
+            self.engine.dispose()
+            self.engine = make_engine(self.url)
+            upgrade_schema(self.engine)
+            self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+            self._identity = self._file_identity()
 
     def add(self, rows: Sequence[NewPrediction]) -> list[int]:
         """Insert ``rows`` in one transaction and commit; returns their ids. Raises on failure."""
+        self.ensure_writable()
         records = [
             PredictionRecord(
                 created_at=r.created_at,
@@ -249,11 +317,15 @@ class PredictionStore:
             return [{c: getattr(rec, c) for c in COLUMNS} for rec in session.scalars(stmt)]
 
     def ping(self) -> bool:
-        """True when the database answers."""
+        """True when the database answers and can be written."""
         try:
+            self.ensure_writable()
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
             return True
+        except LogUnavailableError as exc:
+            log.warning("prediction log unavailable: %s", exc)
+            return False
         except Exception:
             log.exception("prediction log database does not answer")
             return False

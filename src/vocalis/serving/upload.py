@@ -8,7 +8,9 @@ sample rate and channels, the decoded duration) go into the response and the log
 
 from __future__ import annotations
 
+import math
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from vocalis import audio
-from vocalis.contracts.windows import require_featurizable
+from vocalis.contracts.windows import WindowSpec, require_featurizable
 from vocalis.errors import AudioTooShortError
 from vocalis.serving.api_errors import ApiError
 from vocalis.serving.settings import Settings
@@ -50,8 +52,29 @@ def _pad_to_one_sample(waveform: np.ndarray) -> np.ndarray:
     return waveform if waveform.size else np.zeros(1, dtype=np.float32)
 
 
-def decode_upload(data: bytes, name: str, sample_rate: int, settings: Settings) -> DecodedUpload:
-    """Check and decode an upload to mono at ``sample_rate``, opening the bytes once (raises ApiError)."""
+def check_window_count(info: audio.AudioInfo, name: str, spec: WindowSpec, max_windows: int) -> None:
+    """Refuse (413 ``too_many_windows``) a file whose duration / hop asks for more than ``max_windows``.
+
+    Checked on the header, before a sample is decoded, so the refusal costs no memory.
+    """
+    samples = math.ceil(info.duration * spec.sample_rate)
+    count = spec.count(samples)
+    if count > max_windows:
+        raise ApiError(
+            413,
+            "too_many_windows",
+            f"{name}: {info.duration:.1f} s with a hop of {spec.hop_s:g} s is {count} windows; the limit "
+            f"is {max_windows} (VOCALIS_MAX_WINDOWS): use a larger hop or a shorter recording",
+        )
+
+
+def decode_upload(
+    data: bytes, name: str, sample_rate: int, settings: Settings, spec: WindowSpec | None = None
+) -> DecodedUpload:
+    """Check and decode an upload to mono at ``sample_rate``, opening the bytes once (raises ApiError).
+
+    With ``spec``, the number of windows it would cut is checked against ``settings.max_windows`` first.
+    """
     if not data:
         raise ApiError(400, "empty_file", f"{name}: file is empty (0 bytes)")
 
@@ -64,6 +87,8 @@ def decode_upload(data: bytes, name: str, sample_rate: int, settings: Settings) 
                 f"{settings.max_duration_s:.0f} s",
             )
         check_featurizable(info, name)
+        if spec is not None:
+            check_window_count(info, name, spec, settings.max_windows)
 
     try:
         waveform, info = audio.load_with_info(data, sample_rate, name=name, check=check)
@@ -77,13 +102,19 @@ def decode_upload(data: bytes, name: str, sample_rate: int, settings: Settings) 
 
 
 def store_upload(settings: Settings, data: bytes, request_id: str, index: int, name: str) -> str | None:
-    """Keep the raw upload under ``settings.upload_dir`` (when set); returns where it went."""
+    """Keep the raw upload under ``settings.upload_dir`` (when set); returns where it went.
+
+    The stored name starts with a server-made id: the client's ``X-Request-ID`` may repeat, so two
+    requests never share (or overwrite) a stored file. The request id stays in the name to find it.
+    """
     if settings.upload_dir is None:
         return None
     # the client's file name is reduced to a safe basename: it never chooses where the file goes
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name)[:100] or "upload"
+    rid = re.sub(r"[^A-Za-z0-9._-]", "_", request_id)[:40]
     folder = Path(settings.upload_dir) / datetime.now(UTC).strftime("%Y%m%d")
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{request_id}-{index}-{safe}"
-    path.write_bytes(data)
+    path = folder / f"{uuid.uuid4().hex}-{rid}-{index}-{safe}"
+    with path.open("xb") as fh:  # exclusive: never overwrite
+        fh.write(data)
     return str(path)

@@ -22,7 +22,7 @@ async def health() -> Health:
 async def ready(state: State, predictor: LoadedPredictor) -> Health:
     """Readiness: the model is loaded and the prediction log answers."""
     if state.store is None or not await anyio.to_thread.run_sync(state.store.ping):
-        raise ApiError(503, "log_unavailable", "the prediction log database does not answer")
+        raise ApiError(503, "log_unavailable", "the prediction log does not answer or cannot be written")
     return Health(status="ready", model_version=predictor.version)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
+from pathlib import PurePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -47,8 +49,20 @@ async def model_card(state: State, predictor: LoadedPredictor) -> dict[str, Any]
     card["model_label"] = state.label_of(predictor)
     if state.registry is not None:
         card["registry"] = state.registry.describe()
-    result: dict[str, Any] = jsonable_encoder(card)
+    result: dict[str, Any] = _without_server_paths(jsonable_encoder(card))
     return result
+
+
+def _without_server_paths(value: Any) -> Any:
+    """The card as clients see it: absolute paths (where the run, checkpoint or cache lay on the machine
+    that made the artifact) reduced to their last part, which still names them without the layout."""
+    if isinstance(value, dict):
+        return {k: _without_server_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_server_paths(v) for v in value]
+    if isinstance(value, str) and (value.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", value)):
+        return PurePath(value.replace("\\", "/")).name
+    return value
 
 
 @router.post(

@@ -31,6 +31,7 @@ router = APIRouter(tags=["predict"])
 
 
 def predict_options(
+    state: State,
     top_k: int = Form(3, ge=1, le=1000, description="Classes listed per window."),
     min_conf: float = Form(
         0.0,
@@ -47,6 +48,14 @@ def predict_options(
     device: str | None = Form(None, max_length=256, description="Recorder tag (logged)."),
 ) -> PredictOptions:
     """Dependency: the form options every prediction route takes."""
+    min_hop = state.settings.min_hop_s
+    if hop is not None and hop < min_hop:
+        # a tiny hop multiplies the windows (and the work) without telling anything new
+        raise ApiError(
+            422,
+            "invalid_option",
+            f"hop: {hop:g} s is below the smallest allowed, {min_hop:g} s (VOCALIS_MIN_HOP_S)",
+        )
     return PredictOptions(
         top_k=top_k, min_conf=min_conf, window_s=window, hop_s=hop, site=site, device=device
     )
