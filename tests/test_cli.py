@@ -160,3 +160,28 @@ def test_log_export_user_errors_are_one_line(tmp_path: Path) -> None:
         assert [line for line in lines if line.startswith("error:")] == lines[-1:]
         print(lines[-1])
         assert "secret" not in res.stderr
+
+
+def test_train_refuses_a_non_numeric_learning_rate_at_once(tmp_path: Path) -> None:
+    res = _run("train", "optimizer.lr=abc", f"paths.root_dir={tmp_path}", "logger=none")
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert lines == ["error: optimizer.lr: must be a number, got 'abc'"]
+
+
+@pytest.mark.slow
+def test_train_refuses_a_single_class_dataset(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from support.runs import overrides
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "calls" / "alpha").mkdir(parents=True)
+    for k in range(8):
+        sf.write(tmp_path / "calls" / "alpha" / f"a{k}.wav", rng.normal(0, 0.1, 32_000), 16_000)
+    args = [o for o in overrides(tmp_path) if not o.startswith("model.kwargs")]
+    res = _run("train", *args)
+    assert res.returncode == 2, res.stderr
+    assert "only one class (alpha)" in res.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in res.stderr
