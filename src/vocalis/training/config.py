@@ -44,4 +44,4 @@ def check_numbers(cfg: DictConfig) -> None:
             if value is None and str(key) in ("step_size", "T_max", "total_steps"):
                 continue  # filled in by the trainer when left empty
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{group}.{key}: must be a number, got '{value}'")
+                raise ConfigError(f"{group}.{key!s}: must be a number, got {value!r}")
