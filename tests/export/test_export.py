@@ -295,3 +295,19 @@ def test_an_artifact_folder_is_refused_without_overwrite_and_swapped_with_it(tmp
     _replace_dir(new, out, overwrite=True)
     assert (out / "model.onnx").read_bytes() == b"new model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+
+
+def test_last_checkpoint_gets_no_metrics_of_the_best(tmp_path: Path) -> None:
+    """metrics.json evaluates best.ckpt: exporting last.ckpt must not put those figures in its card."""
+    from vocalis.export.onnx import resolve_run
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("best.ckpt", "last.ckpt"):
+        (run / "checkpoints" / name).write_bytes(b"")
+    best = run / "checkpoints" / "best.ckpt"
+    (run / "metrics.json").write_text(json.dumps({"split": "test", "accuracy": 0.9, "checkpoint": str(best)}))
+    assert resolve_run(run).metrics["accuracy"] == 0.9
+    assert resolve_run(best).metrics["accuracy"] == 0.9
+    assert resolve_run(run, "last").metrics == {}
+    assert resolve_run(run / "checkpoints" / "last.ckpt").metrics == {}

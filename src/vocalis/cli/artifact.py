@@ -141,6 +141,8 @@ def export(
         table.add_row(
             "run metrics", ", ".join(f"{k}={v:.4g}" for k, v in card.metrics.items() if isinstance(v, float))
         )
+    else:  # metrics.json is missing or evaluates another checkpoint of the run
+        table.add_row("run metrics", "none for this checkpoint (the card records none)")
     Console().print(table)
 
 

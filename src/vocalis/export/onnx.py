@@ -207,6 +207,14 @@ def resolve_run(source: str | Path, checkpoint: str = "best") -> RunFacts:
     else:
         raise ArtifactError(f"{src}: no such run directory or checkpoint file")
     metrics = _read_json(run_dir / "metrics.json") if run_dir else {}
+    # metrics.json holds the test metrics of ONE checkpoint (the trainer evaluates best.ckpt): another
+    # checkpoint of the run gets none in its card rather than figures that are not its own
+    evaluated = Path(str(metrics.get("checkpoint") or "best.ckpt")).name
+    if metrics and evaluated != ckpt.name:
+        log.warning(
+            "%s: metrics.json evaluates %s, not this checkpoint; the card gets no metrics", ckpt, evaluated
+        )
+        metrics = {}
     run = _read_json(run_dir / "run.json") if run_dir else {}
     name = run_dir.name if run_dir else ckpt.stem
     return RunFacts(ckpt, run_dir, name, card_metrics(metrics), run)
