@@ -185,3 +185,15 @@ def test_train_refuses_a_single_class_dataset(tmp_path: Path) -> None:
     assert res.returncode == 2, res.stderr
     assert "only one class (alpha)" in res.stderr.strip().splitlines()[-1]
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+def test_train_says_on_the_console_that_it_skipped_files(tmp_path: Path) -> None:
+    from support.runs import overrides, write_calls
+
+    write_calls(tmp_path / "calls", clips_per_class=6)
+    (tmp_path / "calls" / "alpha" / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(40))
+    args = [o for o in overrides(tmp_path) if not o.startswith(("model.kwargs", "trainer.max_epochs"))]
+    res = _run("train", *args, "trainer.max_epochs=1")
+    assert res.returncode == 0, res.stderr
+    assert "skipped 1 file(s)" in res.stdout and "skipped.csv" in res.stdout

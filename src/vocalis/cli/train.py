@@ -98,6 +98,13 @@ def train_command(
     bar, progress = _progress_bar()
     with bar:
         cache = prepare_data(cfg, progress)
+    n_skipped = int(getattr(cache, "meta", {}).get("n_skipped", 0) or 0)
+    if n_skipped:  # training goes on without them, but the user must know (and where to look)
+        console.print(
+            f"[yellow]skipped {n_skipped} file(s)[/] that could not be used; "
+            f"listed with reasons in {cache.dir / 'skipped.csv'}",
+            highlight=False,
+        )
     result = train(cfg, cache=cache)
     if result is None or is_ddp_child():
         return
