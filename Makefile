@@ -31,7 +31,7 @@ demo: sync ## The main job on the embedded synthetic data: synth, prepare, train
 	@# the demo's run and artifact are rebuilt each time; your own runs get unique directories
 	rm -rf runs/demo artifacts/demo
 	$(RUN) vocalis train experiment=demo run_dir=runs/demo
-	$(RUN) vocalis export runs/demo -o artifacts/demo
+	$(RUN) vocalis export runs/demo -o artifacts/demo --overwrite
 	$(RUN) vocalis data longfile data/long/demo-20min.wav --minutes 20 --from data/synthetic
 	$(RUN) vocalis predict artifacts/demo data/long/demo-20min.wav -o predictions/demo-20min.csv --min-conf 0.5
 	@echo "first detections (predictions/demo-20min.csv):"

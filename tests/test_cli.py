@@ -88,3 +88,112 @@ def test_the_log_level_flag_wins_over_the_environment(tmp_path: Path) -> None:
         env={**os.environ, "VOCALIS_LOG_LEVEL": "ERROR"},
     )
     assert out.stdout.split() == ["2", "DEBUG"], out.stderr
+
+
+#: the audio summary every logged prediction carries
+SUMMARY = {
+    "rms_dbfs": -20.0, "spectral_centroid_hz": 1000.0, "spectral_bandwidth_hz": 500.0,
+    "peak_frequency_hz": 1000.0, "zero_crossing_rate": 0.1,
+}  # fmt: skip
+
+
+def _log_with_rows(db: Path) -> str:
+    """A real SQLite prediction log with three rows at known UTC times, one with a formula-like name."""
+    from datetime import UTC, datetime
+
+    from vocalis.serving.store import NewPrediction, PredictionStore
+
+    url = f"sqlite:///{db}"
+    store = PredictionStore(url)
+    times = [datetime(2026, 12, 1, h, 30, tzinfo=UTC) for h in (20, 21, 22)]  # 20:30, 21:30, 22:30 UTC
+    names = ["a.wav", "=HYPERLINK(1).wav", "-2+3.wav"]
+    store.add(
+        [
+            NewPrediction(
+                request_id=f"r{i}", endpoint="/v1/predict", file_name=name, model_version="v",
+                duration_s=1.0, sample_rate=16_000, channels=1, summary=SUMMARY, top_label="x",
+                confidence=0.5, probabilities={"x": 0.5}, n_windows=1, latency_ms=1.0, created_at=t,
+            )
+            for i, (t, name) in enumerate(zip(times, names, strict=True))
+        ]
+    )  # fmt: skip
+    store.close()
+    return url
+
+
+def test_log_export_honours_offsets_and_writes_utc(tmp_path: Path) -> None:
+    import pandas as pd
+
+    url = _log_with_rows(tmp_path / "log.db")
+    for suffix in ("csv", "parquet"):
+        out = tmp_path / f"out.{suffix}"
+        # 22:00+01:00 is 21:00 UTC: the 21:30 and 22:30 rows, not 20:30 (an offset ignored would give 1 row)
+        res = _run("log", "export", "-o", str(out), "--since", "2026-12-01T22:00:00+01:00",
+                   "--database-url", url)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        frame = pd.read_csv(out) if suffix == "csv" else pd.read_parquet(out)
+        assert list(frame["request_id"]) == ["r1", "r2"]
+        stamps = pd.to_datetime(frame["created_at"])
+        assert str(stamps.dt.tz) == "UTC"
+        assert stamps.iloc[0] == pd.Timestamp("2026-12-01T21:30:00Z")
+    names = pd.read_csv(tmp_path / "out.csv")["file_name"].tolist()
+    assert names == ["'=HYPERLINK(1).wav", "'-2+3.wav"]  # a spreadsheet shows them, runs nothing
+
+
+def test_log_export_user_errors_are_one_line(tmp_path: Path) -> None:
+    url = _log_with_rows(tmp_path / "log.db")
+    typo = tmp_path / "lgo.db"
+    res = _run("log", "export", "-o", str(tmp_path / "o.csv"), "--database-url", f"sqlite:///{typo}")
+    assert res.returncode == 2 and "no prediction log database there" in res.stderr
+    assert not typo.exists()  # no empty database made
+    (tmp_path / "notes.db").write_text("not a database, just words\n" * 100)
+    cases = [
+        ("-o", str(tmp_path / "o.csv"), "--database-url", f"sqlite:///{tmp_path / 'notes.db'}"),
+        ("-o", "/proc/vocalis-cannot-write/o.csv", "--database-url", url),
+        ("-o", str(tmp_path / "o.csv"), "--database-url", "postgresql+psycopg://u:secret@127.0.0.1:9/x"),
+    ]
+    for args in cases:
+        res = _run("log", "export", *args)
+        assert res.returncode == 2, res.stderr
+        lines = res.stderr.strip().splitlines()  # migration retries may log warnings before it
+        assert lines[-1].startswith("error:") and "Traceback" not in res.stderr, res.stderr
+        assert [line for line in lines if line.startswith("error:")] == lines[-1:]
+        print(lines[-1])
+        assert "secret" not in res.stderr
+
+
+def test_train_refuses_a_non_numeric_learning_rate_at_once(tmp_path: Path) -> None:
+    res = _run("train", "optimizer.lr=abc", f"paths.root_dir={tmp_path}", "logger=none")
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert lines == ["error: optimizer.lr: must be a number, got 'abc'"]
+
+
+@pytest.mark.slow
+def test_train_refuses_a_single_class_dataset(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from support.runs import overrides
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "calls" / "alpha").mkdir(parents=True)
+    for k in range(8):
+        sf.write(tmp_path / "calls" / "alpha" / f"a{k}.wav", rng.normal(0, 0.1, 32_000), 16_000)
+    args = [o for o in overrides(tmp_path) if not o.startswith("model.kwargs")]
+    res = _run("train", *args)
+    assert res.returncode == 2, res.stderr
+    assert "only one class (alpha)" in res.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+def test_train_says_on_the_console_that_it_skipped_files(tmp_path: Path) -> None:
+    from support.runs import overrides, write_calls
+
+    write_calls(tmp_path / "calls", clips_per_class=6)
+    (tmp_path / "calls" / "alpha" / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(40))
+    args = [o for o in overrides(tmp_path) if not o.startswith(("model.kwargs", "trainer.max_epochs"))]
+    res = _run("train", *args, "trainer.max_epochs=1")
+    assert res.returncode == 0, res.stderr
+    assert "skipped 1 file(s)" in res.stdout and "skipped.csv" in res.stdout

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from vocalis.contracts.discovery import describe_os_error, special_file_reason
 from vocalis.errors import AudioDecodeError as AudioDecodeError  # the error type of this module
 
 log = logging.getLogger(__name__)
@@ -70,17 +72,140 @@ def _read_bytes(source: AudioSource, name: str) -> bytes:
         return source
     if isinstance(source, str | Path):
         try:
+            _check_regular(source, name)
             return Path(source).read_bytes()
-        except FileNotFoundError:
-            raise AudioDecodeError(name, "file not found") from None
-        except IsADirectoryError:
-            raise AudioDecodeError(name, "is a directory, not an audio file") from None
         except OSError as exc:
-            raise AudioDecodeError(name, f"cannot read file ({exc.strerror})") from None
+            raise AudioDecodeError(name, _os_reason(exc, source)) from None
     data = source.read()
     if isinstance(data, str):  # a text-mode handle: still report it cleanly
         raise AudioDecodeError(name, "stream is opened in text mode")
     return bytes(data)
+
+
+def _os_reason(exc: OSError, path: str | Path) -> str:
+    """The reason for an OS error on ``path``: 'file not found' as is, else 'cannot read file (...)'."""
+    reason = describe_os_error(exc, path)
+    return reason if reason == "file not found" else f"cannot read file ({reason})"
+
+
+def _check_regular(path: str | Path, name: str) -> int:
+    """The size of a regular file; a pipe, socket or device is refused before it is opened (opening a
+    pipe for reading would block until a writer comes)."""
+    st = os.stat(path)
+    reason = special_file_reason(st.st_mode)
+    if reason is not None:
+        raise AudioDecodeError(name, reason)
+    return st.st_size
+
+
+class _FileWindow(io.RawIOBase):
+    """A read-only view of ``[start, start + length)`` of an open file: libsndfile reads an MP3 stream
+    wrapped in a WAV file through it, from disk, without the file ever being loaded."""
+
+    def __init__(self, fh: BinaryIO, start: int, length: int) -> None:
+        super().__init__()
+        self._fh, self._start, self._length, self._pos = fh, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        n = max(0, min(len(buffer), self._length - self._pos))
+        if n == 0:
+            return 0
+        self._fh.seek(self._start + self._pos)
+        data = self._fh.read(n)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+def _mp3_chunk_in_wav(fh: BinaryIO) -> tuple[int, int] | None:
+    """``(offset, length)`` of the MP3 stream in a RIFF/WAVE file whose format tag is MPEG, else None.
+
+    Walks the chunk headers with seeks: reads a few bytes per chunk, whatever sizes the headers claim.
+    """
+    fh.seek(0, io.SEEK_END)
+    size = fh.tell()
+    fh.seek(0)
+    head = fh.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, fmt_tag, payload = 12, None, None
+    for _ in range(10_000):  # a forged file cannot keep the walk going forever
+        if pos + 8 > size:
+            break
+        fh.seek(pos)
+        chunk = fh.read(8)
+        (length,) = struct.unpack("<I", chunk[4:8])
+        if chunk[:4] == b"fmt " and length >= 2:
+            (fmt_tag,) = struct.unpack("<H", fh.read(2))
+        elif chunk[:4] == b"data":
+            payload = (pos + 8, max(0, min(length, size - pos - 8)))  # a header may claim more than there is
+        pos += 8 + length + (length & 1)
+    if fmt_tag in (_WAVE_FORMAT_MPEGLAYER3, _WAVE_FORMAT_MPEG) and payload and payload[1]:
+        return payload
+    return None
+
+
+def _failure_reason(exc: Exception, size: int, head: bytes) -> str:
+    """Why libsndfile refused a file, in words that fit the file (not 'possibly a pipe?')."""
+    reason = str(exc).split(": ", 1)[-1] if str(exc) else type(exc).__name__
+    if size == 0:
+        return "file is empty (0 bytes)"
+    if head[:4] == b"RIFF" and size < 44:
+        return f"truncated WAV header ({size} bytes)"
+    if size < 128:
+        return f"too short to be an audio file ({size} bytes)"
+    if "pipe" in reason.lower():  # libsndfile's guess for data it cannot place: this is a file
+        return "unknown or damaged audio format"
+    return reason
+
+
+def _open_path(path: str | Path, name: str) -> sf.SoundFile:
+    """Open a file on disk for decoding while reading only its header (never the whole file).
+
+    libsndfile opens the path itself; an MP3 stream wrapped in a WAV file is read through a
+    :class:`_FileWindow`. A file that cannot be opened costs O(header) memory, whatever its size.
+    """
+    try:
+        size = _check_regular(path, name)
+        fh: BinaryIO = open(path, "rb")  # noqa: SIM115 -- the SoundFile below owns it
+    except OSError as exc:
+        raise AudioDecodeError(name, _os_reason(exc, path)) from None
+    try:
+        head = fh.read(64)
+        fh.seek(0)
+        try:
+            return sf.SoundFile(fh, closefd=True)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+            first = exc
+        where = _mp3_chunk_in_wav(fh)
+        if where is not None:
+            try:
+                return sf.SoundFile(_FileWindow(fh, *where), closefd=True)
+            except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+                first = exc
+        fh.close()
+        raise AudioDecodeError(name, f"not a readable audio file ({_failure_reason(first, size, head)})")
+    except OSError as exc:
+        fh.close()
+        raise AudioDecodeError(name, _os_reason(exc, path)) from None
 
 
 def _unwrap_mp3_in_wav(data: bytes) -> bytes | None:
@@ -112,11 +237,7 @@ def _open(data: bytes, name: str) -> sf.SoundFile:
             return sf.SoundFile(io.BytesIO(mp3))
         return sf.SoundFile(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        reason = str(exc).split(": ", 1)[-1] if str(exc) else type(exc).__name__
-        if not data:
-            reason = "file is empty (0 bytes)"
-        elif data[:4] == b"RIFF" and len(data) < 44:
-            reason = f"truncated WAV header ({len(data)} bytes)"
+        reason = _failure_reason(exc, len(data), data[:64])
         raise AudioDecodeError(name, f"not a readable audio file ({reason})") from None
 
 
@@ -142,14 +263,8 @@ def info(source: AudioSource, *, name: str | None = None) -> AudioInfo:
     """Read a recording's header: sample rate, channels, frames, format."""
     label = _name_of(source, name)
     if isinstance(source, str | Path):
-        # a path libsndfile opens itself: only the header is read, not the whole file
-        try:
-            snd = sf.SoundFile(str(source))
-        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
-            pass  # MP3-in-WAV on older libsndfile, missing files...: the general path says why
-        else:
-            with snd:
-                return _check_header(snd, label)
+        with _open_path(source, label) as snd:  # the header only, never the whole file
+            return _check_header(snd, label)
     with _open(_read_bytes(source, label), label) as snd:
         return _check_header(snd, label)
 
@@ -234,11 +349,7 @@ def stream(
     """
     label = _name_of(source, name)
     if isinstance(source, str | Path):
-        try:
-            snd = sf.SoundFile(str(source))
-        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
-            # not directly readable (MP3-in-WAV, say): fall back to the in-memory opener
-            snd = _open(_read_bytes(source, label), label)
+        snd = _open_path(source, label)  # read from disk block by block, never loaded whole
     else:
         snd = _open(_read_bytes(source, label), label)
     with snd:

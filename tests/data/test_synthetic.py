@@ -74,3 +74,22 @@ def test_classes_are_not_separable_by_level_alone() -> None:
         peaks.setdefault(label, []).append(float(np.abs(x).max()))
     means = [np.mean(v) for v in peaks.values()]
     assert max(means) - min(means) < 0.25
+
+
+def test_a_synthetic_tree_of_other_sizes_or_a_user_folder_is_never_rewritten(tmp_path: Path) -> None:
+    """`train experiment=demo data.root=DIR` generates into DIR: it must not silently rewrite a tree made
+    with other sizes, nor write clips into a folder of the user's own files."""
+    from vocalis.errors import DatasetError
+
+    root = generate(tmp_path / "s", SynthSpec(classes=2, per_class=2, seed=0))
+    before = _files(root)
+    with pytest.raises(DatasetError, match=r"other settings \(per_class 2 -> 3\)"):
+        generate(root, SynthSpec(classes=2, per_class=3, seed=0))
+    assert _files(root) == before
+    assert _files(generate(root, SynthSpec(classes=2, per_class=2, seed=0))) == before  # same spec: kept
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "field.wav").write_bytes(b"my recording")
+    with pytest.raises(DatasetError, match="not a synthetic dataset"):
+        generate(mine, SynthSpec(classes=2, per_class=2))
+    assert [p.name for p in mine.iterdir()] == ["field.wav"]

@@ -233,3 +233,87 @@ def test_matmul_stft_computes_what_the_fft_does(params: FeatureParams) -> None:
         got = LogMel(params, stft="matmul")(torch.from_numpy(x))
     assert got.shape == ref.shape
     assert float((got - ref).abs().max()) <= 1e-2
+
+
+def _export_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    cli = [sys.executable, "-c", "from vocalis.cli import main; main()"]
+    return subprocess.run([*cli, "export", *args], capture_output=True, text=True, timeout=600)
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_export_refuses_a_folder_that_is_not_an_artifact(tmp_path: Path) -> None:
+    """`-o` a folder with the user's files: one line, exit 2, every file still there byte for byte (the
+    check runs before the run is even read, so a missing run does not matter here)."""
+    home = tmp_path / "home"
+    (home / "notes").mkdir(parents=True)
+    (home / "thesis.tex").write_text("years of work")
+    (home / "notes" / "a.txt").write_text("more")
+    (home / "model.json").write_text("{}")  # looks a bit like an artifact, but holds other things
+    (home / "model.onnx").write_bytes(b"x")
+    before = _tree(home)
+    for extra in ([], ["--overwrite"]):
+        res = _export_cli(str(tmp_path / "no-run"), "-o", str(home), *extra)
+        assert res.returncode == 2, res.stderr
+        assert "not a vocalis artifact" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+        assert _tree(home) == before
+    (tmp_path / "plain").write_text("a file")
+    res = _export_cli(str(tmp_path / "no-run"), "-o", str(tmp_path / "plain"))
+    assert res.returncode == 2 and "not a folder" in res.stderr
+    assert (tmp_path / "plain").read_text() == "a file"
+    assert not list(tmp_path.glob(".*staging*")) and not list(tmp_path.glob(".*old-*"))
+
+
+@pytest.mark.slow
+def test_export_replaces_an_artifact_only_with_overwrite(trained_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "art"
+    first = export_artifact(trained_run, out, checkpoint="last")
+    assert ModelCard.load(out).version == first.card.version
+    stamp = (out / "model.onnx").stat().st_mtime_ns
+    res = _export_cli(str(trained_run), "-o", str(out))
+    assert res.returncode == 2 and "--overwrite" in res.stderr, res.stderr
+    assert (out / "model.onnx").stat().st_mtime_ns == stamp  # untouched
+    res = _export_cli(str(trained_run), "-o", str(out), "--overwrite")
+    assert res.returncode == 0, res.stderr
+    assert (out / "model.onnx").stat().st_mtime_ns != stamp  # replaced
+    assert ModelCard.load(out).classes == ["alpha", "beta", "gamma"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]  # no staging or old copy left
+
+
+def test_an_artifact_folder_is_refused_without_overwrite_and_swapped_with_it(tmp_path: Path) -> None:
+    """An existing artifact: refused without --overwrite (untouched); with it, the new folder takes its
+    place by rename and the old one is gone, with no temporary sibling left."""
+    from vocalis.export.onnx import _replace_dir
+
+    out = tmp_path / "art"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"old model")
+    (out / "model.json").write_text("{}")
+    res = _export_cli(str(tmp_path / "no-run"), "-o", str(out))
+    assert res.returncode == 2 and "--overwrite" in res.stderr, res.stderr
+    assert (out / "model.onnx").read_bytes() == b"old model"
+    new = tmp_path / ".art.staging-x"
+    new.mkdir()
+    (new / "model.onnx").write_bytes(b"new model")
+    (new / "model.json").write_text("{}")
+    _replace_dir(new, out, overwrite=True)
+    assert (out / "model.onnx").read_bytes() == b"new model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+
+
+def test_last_checkpoint_gets_no_metrics_of_the_best(tmp_path: Path) -> None:
+    """metrics.json evaluates best.ckpt: exporting last.ckpt must not put those figures in its card."""
+    from vocalis.export.onnx import resolve_run
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("best.ckpt", "last.ckpt"):
+        (run / "checkpoints" / name).write_bytes(b"")
+    best = run / "checkpoints" / "best.ckpt"
+    (run / "metrics.json").write_text(json.dumps({"split": "test", "accuracy": 0.9, "checkpoint": str(best)}))
+    assert resolve_run(run).metrics["accuracy"] == 0.9
+    assert resolve_run(best).metrics["accuracy"] == 0.9
+    assert resolve_run(run, "last").metrics == {}
+    assert resolve_run(run / "checkpoints" / "last.ckpt").metrics == {}

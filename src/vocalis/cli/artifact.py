@@ -28,7 +28,13 @@ def export(
         ..., help="Training run directory (checkpoints/{best,last}.ckpt) or a .ckpt file."
     ),
     output: Path = typer.Option(
-        ..., "--output", "-o", help="Artifact directory to write (replaced if it exists)."
+        ...,
+        "--output",
+        "-o",
+        help="Artifact directory to write: new, empty, or an existing artifact with --overwrite.",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing artifact (model.onnx + model.json) at --output."
     ),
     checkpoint: str = typer.Option(
         "best", "--checkpoint", "-c", help="Which checkpoint of the run: best or last."
@@ -79,6 +85,7 @@ def export(
         result = export_artifact(
             run_dir,
             output,
+            overwrite=overwrite,
             checkpoint=checkpoint,
             quantize=quantize,
             opset=opset,
@@ -134,6 +141,8 @@ def export(
         table.add_row(
             "run metrics", ", ".join(f"{k}={v:.4g}" for k, v in card.metrics.items() if isinstance(v, float))
         )
+    else:  # metrics.json is missing or evaluates another checkpoint of the run
+        table.add_row("run metrics", "none for this checkpoint (the card records none)")
     Console().print(table)
 
 

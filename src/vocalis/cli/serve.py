@@ -136,7 +136,9 @@ def _preflight(settings: Settings) -> None:
 def export(
     output: Path = typer.Option(..., "--output", "-o", help="Output file: .parquet or .csv."),
     since: str | None = typer.Option(
-        None, "--since", help="ISO date/time (UTC) or a duration: 7d, 12h, 30m."
+        None,
+        "--since",
+        help="ISO date/time (UTC unless it carries an offset, e.g. +01:00) or a duration: 7d, 12h, 30m.",
     ),
     database_url: str | None = typer.Option(
         None,
@@ -144,14 +146,26 @@ def export(
         help="SQLAlchemy URL (default: $VOCALIS_DATABASE_URL or sqlite:///predictions.db).",
     ),
 ) -> None:
-    """Export the prediction log to Parquet or CSV (for drift monitoring and audits)."""
+    """Export the prediction log to Parquet or CSV (for drift monitoring and audits); times in UTC."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from vocalis.errors import ConfigError
     from vocalis.serving.settings import Settings
     from vocalis.serving.store import PredictionStore, export_log
 
     url = database_url or Settings().database_url
-    store = PredictionStore(url)
+    when = _parse_when(since)
+    if url.startswith("sqlite") and ":///" in url:
+        # opening a missing SQLite file would create an empty database and export nothing: a typo
+        db = url.split(":///", 1)[1].split("?", 1)[0]
+        if db and db != ":memory:" and not Path(db).is_file():
+            raise ConfigError(f"{db}: no prediction log database there (check --database-url)")
+    store = PredictionStore(url)  # a bad URL, a file that is no database: ConfigError
     try:
-        n = export_log(store, output, since=_parse_when(since))
+        n = export_log(store, output, since=when)
+    except SQLAlchemyError as exc:  # the database went away or answers with an error mid-export
+        first = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise ConfigError(f"prediction log: cannot read it ({first})") from None
     finally:
         store.close()
     console.print(f"wrote {n} prediction(s) to {output}", highlight=False)

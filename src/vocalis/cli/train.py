@@ -83,13 +83,14 @@ def train_command(
     metrics.json, classes.json, run.json and train.log, and tracks the run (MLflow by default:
     `mlflow ui --backend-store-uri sqlite:///mlflow.db`). Continue a killed run with resume=RUN_DIR.
     """
-    from vocalis.training.config import compose_config
+    from vocalis.training.config import check_numbers, compose_config
     from vocalis.training.rundir import is_ddp_child
     from vocalis.training.sweep import run_sweep
     from vocalis.training.train import prepare_data, resolve_resume, train
 
     _quiet_console_logging()
     cfg = resolve_resume(compose_config(list(overrides or [])))
+    check_numbers(cfg)  # before the data is prepared: a typo costs nothing
     if cfg.get("hparams_search") and not cfg.get("resume"):
         # `vocalis train hparams_search=optuna` is the same as `vocalis sweep`
         _print_sweep(run_sweep(cfg), str(cfg.hparams_search.metric))
@@ -97,6 +98,13 @@ def train_command(
     bar, progress = _progress_bar()
     with bar:
         cache = prepare_data(cfg, progress)
+    n_skipped = int(getattr(cache, "meta", {}).get("n_skipped", 0) or 0)
+    if n_skipped:  # training goes on without them, but the user must know (and where to look)
+        console.print(
+            f"[yellow]skipped {n_skipped} file(s)[/] that could not be used; "
+            f"listed with reasons in {cache.dir / 'skipped.csv'}",
+            highlight=False,
+        )
     result = train(cfg, cache=cache)
     if result is None or is_ddp_child():
         return

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from vocalis.errors import ConfigError
+from vocalis.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -253,11 +253,24 @@ def generate(out_dir: str | Path, spec: SynthSpec | None = None, *, force: bool 
     wanted = {**asdict(spec), "version": GENERATOR_VERSION}
     if not force and marker.exists():
         try:
-            if json.loads(marker.read_text()) == wanted:
-                log.info("synthetic data in %s is current", out)
-                return out
+            found = json.loads(marker.read_text())
         except (OSError, ValueError):
-            pass
+            found = None
+        if found == wanted:
+            log.info("synthetic data in %s is current", out)
+            return out
+        if isinstance(found, dict):
+            # a tree made with other sizes may be data someone trained on: never rewrite it unasked
+            changed = ", ".join(f"{k} {found.get(k)} -> {v}" for k, v in wanted.items() if found.get(k) != v)
+            raise DatasetError(
+                f"{out}: holds synthetic data made with other settings ({changed}); refusing to "
+                "regenerate it: choose another data.root, or regenerate with `vocalis data synth --force`"
+            )
+    if not force and out.is_dir() and not marker.exists() and any(out.iterdir()):
+        raise DatasetError(
+            f"{out}: not empty and not a synthetic dataset (no {SPEC_FILE}); refusing to write synthetic "
+            "clips into it: choose an empty or new data.root"
+        )
     out.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)  # written last: a half-written tree is never taken as complete
     for label, fname, audio, sr in iter_clips(spec):

@@ -207,6 +207,14 @@ def resolve_run(source: str | Path, checkpoint: str = "best") -> RunFacts:
     else:
         raise ArtifactError(f"{src}: no such run directory or checkpoint file")
     metrics = _read_json(run_dir / "metrics.json") if run_dir else {}
+    # metrics.json holds the test metrics of ONE checkpoint (the trainer evaluates best.ckpt): another
+    # checkpoint of the run gets none in its card rather than figures that are not its own
+    evaluated = Path(str(metrics.get("checkpoint") or "best.ckpt")).name
+    if metrics and evaluated != ckpt.name:
+        log.warning(
+            "%s: metrics.json evaluates %s, not this checkpoint; the card gets no metrics", ckpt, evaluated
+        )
+        metrics = {}
     run = _read_json(run_dir / "run.json") if run_dir else {}
     name = run_dir.name if run_dir else ckpt.stem
     return RunFacts(ckpt, run_dir, name, card_metrics(metrics), run)
@@ -254,10 +262,64 @@ class ExportResult:
     quantization: dict[str, Any] | None = None
 
 
+#: the files a vocalis artifact directory holds (the model, its card, the drift reference): a directory
+#: with anything else is not replaced, even with ``overwrite``, so ``-o .`` or ``-o ~`` can never be wiped
+ARTIFACT_FILES = frozenset({MODEL_FILE, CARD_FILE, "reference.parquet", "reference.json"})
+
+
+def check_destination(out: Path, *, overwrite: bool) -> None:
+    """Refuse an output path the export would have to destroy to write to.
+
+    A missing path or an empty folder is fine. An existing artifact (``model.onnx`` + ``model.json`` and
+    nothing but :data:`ARTIFACT_FILES`) is replaced only with ``overwrite``. Anything else (a file, a
+    folder holding other things) is refused with :class:`ConfigError`; nothing is touched.
+    """
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ConfigError(f"{out}: exists and is not a folder; choose a new artifact folder")
+    if not out.exists():
+        return
+    try:
+        entries = sorted(out.iterdir())
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot list the folder ({exc.strerror})") from None
+    if not entries:
+        return
+    names = {e.name for e in entries}
+    others = [e.name for e in entries if e.name not in ARTIFACT_FILES or not e.is_file() or e.is_symlink()]
+    if others or not {MODEL_FILE, CARD_FILE} <= names:
+        shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
+        raise ConfigError(
+            f"{out}: not empty and not a vocalis artifact (holds {shown or 'no model.onnx/model.json'}); "
+            "refusing to replace it, choose a new or empty folder"
+        )
+    if not overwrite:
+        raise ConfigError(f"{out}: an artifact is already there; pass --overwrite to replace it")
+
+
+def _replace_dir(staging: Path, out: Path, *, overwrite: bool) -> None:
+    """Move ``staging`` to ``out``; an old artifact there is renamed aside first and removed after."""
+    check_destination(out, overwrite=overwrite)  # again: the folder may have changed during the export
+    if out.exists() and any(out.iterdir()):
+        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        aside.rmdir()
+        out.rename(aside)
+        try:
+            staging.rename(out)
+        except OSError:
+            aside.rename(out)  # put the old artifact back
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        if out.exists():
+            out.rmdir()  # empty: check_destination said so
+        staging.rename(out)
+
+
 def export_artifact(
     source: str | Path,
     out_dir: str | Path,
     *,
+    overwrite: bool = False,
     checkpoint: str = "best",
     quantize: str | None = None,
     opset: int = DEFAULT_OPSET,
@@ -280,7 +342,10 @@ def export_artifact(
     Args:
         source: a run directory (``checkpoints/{best,last}.ckpt``, optional ``metrics.json``/``run.json``)
             or a checkpoint file.
-        out_dir: the artifact directory; replaced when it exists and every check passed.
+        out_dir: the artifact directory, written through a temporary sibling and renamed into place once
+            every check passed. An existing folder must be empty, or an artifact with ``overwrite``
+            (see :func:`check_destination`); anything else raises :class:`ConfigError` before any work.
+        overwrite: replace an existing artifact at ``out_dir``.
         checkpoint: ``best`` or ``last`` for a run directory.
         quantize: ``None`` or ``"int8"`` (static quantization, see :mod:`vocalis.export.quantize`).
         opset: ONNX opset.
@@ -308,6 +373,8 @@ def export_artifact(
         raise ConfigError(f"quantize: only 'int8' is supported, got '{quantize}'")
     if not 0.0 <= prune_amount < 1.0:
         raise ConfigError(f"prune-amount: must be in [0, 1), got {prune_amount}")
+    out = Path(out_dir).absolute()
+    check_destination(out, overwrite=overwrite)  # before any work: refuse fast, touch nothing
     facts = resolve_run(source, checkpoint)
     loaded = load_network(facts.checkpoint)
     sr = loaded.features.sample_rate
@@ -329,7 +396,6 @@ def export_artifact(
     reference_module = build_classifier(loaded, "fft")  # LogMel as training computed it
     module = build_classifier(loaded, stft)
     optimization["featurizer_graph"] = f"LogMel(stft={stft})"
-    out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
@@ -417,9 +483,7 @@ def export_artifact(
         for extra in staging.iterdir():  # external-data or helper files other than the two we ship
             if extra.name not in (MODEL_FILE, CARD_FILE):
                 extra.unlink() if extra.is_file() else shutil.rmtree(extra)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
+        _replace_dir(staging, out, overwrite=overwrite)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -374,7 +374,11 @@ class Predictor:
         if windows:  # the last window ends at the end of the audio, as WindowSpec.ends says
             last = np.array([round(windows[-1].start_s * self.sample_rate)])
             windows[-1].end_s = float(spec.ends(last, total)[0]) / self.sample_rate
-        return self._file_prediction(label, hdr.duration, hdr.sample_rate, hdr.channels, windows, spec)
+        # a truncated file (an MP3 cut short, a WAV whose header claims more) holds less than its header
+        # says: report what was decoded, so the duration agrees with the last window's end
+        decoded = total / self.sample_rate
+        duration = hdr.duration if abs(hdr.duration - decoded) <= 2 / self.sample_rate else decoded
+        return self._file_prediction(label, duration, hdr.sample_rate, hdr.channels, windows, spec)
 
     def _stream_windows(
         self, path: str | Path, spec: WindowSpec, label: str, block_s: float, batch_size: int | None

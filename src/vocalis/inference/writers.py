@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import csv
 import json
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from vocalis.contracts.discovery import find_audio_files
+from vocalis.contracts.discovery import describe_os_error, find_audio_files, special_file_reason
 from vocalis.inference.file_result import file_result_json
 from vocalis.inference.predictor import FilePrediction
 
@@ -47,28 +48,48 @@ def find_inputs(
     """Expand files and folders into audio files; return ``(files, errors)``.
 
     A folder contributes its audio files (by extension; all levels with ``recursive``); other files in it
-    are reported as unsupported. Hidden files and folders are ignored. Missing paths are errors.
+    are reported as unsupported. Hidden files and folders are ignored. Every input that will not be
+    predicted is an error with its reason: a missing path, a dangling link, a link loop, a folder that
+    cannot be listed, a pipe or device, a file without read permission.
     """
     files: list[Path] = []
     errors: list[tuple[str, str]] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_file():
-            files.append(path)
-        elif path.is_dir():
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            errors.append((str(path), describe_os_error(exc, path)))
+            continue
+        if stat.S_ISDIR(mode):
             others: list[Path] = []
-            files.extend(find_audio_files(path, recursive=recursive, others=others))
+            problems: list[tuple[Path, str]] = []
+            files.extend(find_audio_files(path, recursive=recursive, others=others, problems=problems))
             errors.extend((str(p), f"unsupported file type '{p.suffix or '(none)'}'") for p in others)
+            errors.extend((str(p), reason) for p, reason in problems)
+        elif (reason := special_file_reason(mode)) is not None:
+            errors.append((str(path), reason))
         else:
-            errors.append((str(path), "no such file or folder"))
-    seen: set[Path] = set()
+            files.append(path)
+    seen: set[tuple[int, int]] = set()
     unique = []
     for f in files:  # a file named twice (or through two folders) is predicted once
-        key = f.resolve()
+        try:
+            st = f.stat()
+        except OSError as exc:  # gone since the walk
+            errors.append((str(f), describe_os_error(exc, f)))
+            continue
+        key = (st.st_dev, st.st_ino)
         if key not in seen:
             seen.add(key)
             unique.append(f)
     return unique, errors
+
+
+def raven_text(value: str) -> str:
+    """A value for a Raven selection table: a tab or line break in it would split the row, and Raven
+    reads no quoting, so they are written as ``\\t``, ``\\n``, ``\\r`` (and a backslash as ``\\\\``)."""
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 class PredictionWriter:
@@ -98,8 +119,9 @@ class PredictionWriter:
             self._csv = csv.writer(stream, lineterminator="\n")
             self._csv.writerow(CSV_COLUMNS)
         elif fmt == "raven":
-            self._csv = csv.writer(stream, delimiter="\t", lineterminator="\n")
-            self._csv.writerow(RAVEN_COLUMNS)
+            # written by hand, not by a csv writer: Raven reads no quotes, and raven_text has removed
+            # tabs and line breaks from the free-text columns
+            stream.write("\t".join(RAVEN_COLUMNS) + "\n")
 
     def write(self, fp: FilePrediction) -> None:
         """Add one file's predictions (CSV and Raven rows are written at once; JSON at :meth:`close`)."""
@@ -107,7 +129,7 @@ class PredictionWriter:
             self._json.append(file_result_json(fp, include_probs=self.include_probs))
             self.rows += sum(len(w.top) for w in fp.windows)
             return
-        begin_file = Path(fp.file).name
+        begin_file = raven_text(Path(fp.file).name)
         for w in fp.windows:
             for rank, (label, conf) in enumerate(w.top, start=1):
                 self.rows += 1
@@ -116,20 +138,19 @@ class PredictionWriter:
                         [fp.file, f"{w.start_s:.4f}", f"{w.end_s:.4f}", label, f"{conf:.6f}", rank]
                     )
                 else:
-                    self._csv.writerow(
-                        [
-                            self.rows,
-                            "Spectrogram 1",
-                            1,
-                            f"{w.start_s:.4f}",
-                            f"{w.end_s:.4f}",
-                            f"{self.low_freq:.1f}",
-                            f"{self.high_freq:.1f}",
-                            label,
-                            f"{conf:.6f}",
-                            begin_file,
-                        ]
-                    )
+                    fields = [
+                        self.rows,
+                        "Spectrogram 1",
+                        1,
+                        f"{w.start_s:.4f}",
+                        f"{w.end_s:.4f}",
+                        f"{self.low_freq:.1f}",
+                        f"{self.high_freq:.1f}",
+                        raven_text(label),
+                        f"{conf:.6f}",
+                        begin_file,
+                    ]
+                    self.stream.write("\t".join(map(str, fields)) + "\n")
         self.stream.flush()
 
     def close(self) -> None:

@@ -270,7 +270,7 @@ class PredictionStore:
         self.ensure_writable()
         records = [
             PredictionRecord(
-                created_at=r.created_at,
+                created_at=_aware(r.created_at),
                 request_id=r.request_id,
                 endpoint=r.endpoint,
                 file_name=r.file_name,
@@ -314,7 +314,11 @@ class PredictionStore:
         if until is not None:
             stmt = stmt.where(PredictionRecord.created_at < _aware(until))
         with Session(self.engine) as session:
-            return [{c: getattr(rec, c) for c in COLUMNS} for rec in session.scalars(stmt)]
+            out = [{c: getattr(rec, c) for c in COLUMNS} for rec in session.scalars(stmt)]
+        for row in out:  # SQLite keeps no zone: its values are the UTC times written by add()
+            if isinstance(row.get("created_at"), datetime):
+                row["created_at"] = _aware(row["created_at"])
+        return out
 
     def ping(self) -> bool:
         """True when the database answers and can be written."""
@@ -336,13 +340,28 @@ class PredictionStore:
 
 
 def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+    """``t`` in UTC, timezone-aware (a naive time is taken as UTC). SQLite stores a time without its
+    offset, so every time is converted to UTC before it is written or compared."""
+    return t.astimezone(UTC) if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+#: a CSV cell starting with one of these is run as a formula by spreadsheets (CSV injection)
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_safe(value: Any) -> Any:
+    """A text cell a spreadsheet will not run: a leading ``'`` before a formula character."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
 
 
 def export_log(store: PredictionStore, out: Path, since: datetime | None = None) -> int:
     """Write the prediction log (from ``since``) to ``out`` (``.parquet`` or ``.csv``); returns the row count.
 
     The per-class probabilities become a JSON string column so both formats hold the same table.
+    ``created_at`` is timezone-aware UTC in both; ``since`` may carry any offset. In CSV, a text cell
+    that starts with ``=``, ``+``, ``-``, ``@`` (a file name a client chose, say) gets a leading ``'`` so
+    a spreadsheet shows it instead of running it. A path that cannot be written raises
+    :class:`ConfigError`.
     """
     import json
 
@@ -353,10 +372,16 @@ def export_log(store: PredictionStore, out: Path, since: datetime | None = None)
         raise ConfigError(f"{out}: the export format is chosen by the suffix, .parquet or .csv")
     rows = store.rows(since=since)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
     frame["probabilities"] = [json.dumps(p, sort_keys=True) for p in frame["probabilities"]]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".parquet":
-        frame.to_parquet(out, index=False)
-    else:
-        frame.to_csv(out, index=False)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".parquet":
+            frame.to_parquet(out, index=False)
+        else:
+            for col in frame.select_dtypes(include="object").columns:
+                frame[col] = frame[col].map(_csv_safe)
+            frame.to_csv(out, index=False)
+    except OSError as exc:
+        raise ConfigError(f"{out}: cannot write the export ({exc.strerror or exc})") from None
     return len(frame)

@@ -26,7 +26,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from vocalis.errors import ConfigError
+from vocalis.errors import ConfigError, DatasetError
 from vocalis.training.config import load_run_config
 from vocalis.training.rundir import (
     RUN_DIR_ENV,
@@ -131,8 +131,15 @@ def build_module(cfg: DictConfig, cache: Any, datamodule: Any) -> Any:
     """The :class:`VocalisClassifier` for this config and cache."""
     from vocalis.data.datamodule import inverse_frequency_weights
     from vocalis.models import model_name
+    from vocalis.training.config import check_numbers
     from vocalis.training.module import VocalisClassifier
 
+    check_numbers(cfg)
+    if len(cache.classes) < 2:
+        raise DatasetError(
+            f"{cfg.data.get('root', 'the dataset')}: only one class ({', '.join(cache.classes) or 'none'}) "
+            "in the data; a classifier needs at least two"
+        )
     tr = cfg.training
     imbalance = str(tr.imbalance)
     if imbalance not in ("none", "class_weights", "sampler"):
