@@ -5,10 +5,10 @@ own HTTP API)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from support.serving import VOCALIS
 
 PROMETHEUS = shutil.which("prometheus")
 RULES = Path(__file__).resolve().parents[2] / "monitoring" / "prometheus" / "alerts.yml"
@@ -59,8 +61,17 @@ def stack(monitored_artifact: Path, tmp_path: Path) -> Iterator[Any]:
 
     def start(url: str) -> str:
         port, prom_port = _port(), _port()
-        server = Path(__file__).with_name("drift_server.py")
-        procs.append(subprocess.Popen([sys.executable, str(server), str(monitored_artifact), url, str(port)]))
+        # the real `vocalis serve`, its drift task on (every second, over the last 60 predictions)
+        env = {
+            **os.environ,
+            "VOCALIS_DATABASE_URL": url,
+            "VOCALIS_THREADS": "1",
+            "VOCALIS_DRIFT_INTERVAL_S": "1",
+            "VOCALIS_DRIFT_SINCE": "",
+            "VOCALIS_DRIFT_LAST": "60",
+        }
+        serve = [*VOCALIS, "serve", "--model", str(monitored_artifact), "--port", str(port)]
+        procs.append(subprocess.Popen(serve, env=env))
         _wait(lambda: _get(f"http://127.0.0.1:{port}/ready"), 120, "the service to be ready")
         # the repository's rules, with the drift alert's hold shortened from minutes to seconds
         rules = yaml.safe_load(RULES.read_text())
