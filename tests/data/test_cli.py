@@ -56,7 +56,6 @@ def test_every_data_config_composes_with_the_documented_keys(group: str) -> None
         "hop_s",
         "features",
         "split",
-        "min_duration",
         "batch_size",
         "chunk_size",
     ):

@@ -187,3 +187,14 @@ def test_synthetic_source_generates_on_first_use(tmp_path: Path) -> None:
     assert (tmp_path / "syn" / "synth.json").exists()
     assert cache.meta["n_clips"] == 12 and len(cache.classes) == 3
     assert cache.dir.name.startswith("t-")
+
+
+def test_a_data_config_without_a_base_key_is_named(tmp_path: Path) -> None:
+    """No silent fallback: a config that does not extend data/base.yaml gets the missing key named."""
+    cfg = make_cfg(root=str(tmp_path))
+    del cfg["chunk_size"]
+    with pytest.raises(ConfigError, match=r"data\.chunk_size is missing"):
+        prepare_from_config(cfg, {"cache_dir": str(tmp_path / "c")})
+    cfg = make_cfg(root=str(tmp_path), split={"val": 0.2, "test": 0.2})
+    with pytest.raises(ConfigError, match=r"data\.split\.seed is missing"):
+        prepare_from_config(cfg, {"cache_dir": str(tmp_path / "c")})

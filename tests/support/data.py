@@ -30,6 +30,7 @@ def make_cfg(**over: Any) -> dict[str, Any]:
         "split": {"val": 0.2, "test": 0.2, "seed": 1},
         "prepare_workers": 1,
         "chunk_size": 4,
+        "prepare_batch_size": 64,
     }
     cfg.update(over)
     return cfg

@@ -59,7 +59,7 @@ def test_every_data_source_gives_prepare_every_setting(source: str) -> None:
     # the window and featurizer come from the config, which matches the featurizer's own defaults
     assert (settings.window_s, settings.hop_s) == (data["window_s"], data["hop_s"])
     assert FeatureParams(**data["features"]) == FeatureParams()
-    for key in ("min_duration", "batch_size", "num_workers", "chunk_size", "prepare_batch_size"):
+    for key in ("batch_size", "num_workers", "chunk_size", "prepare_batch_size"):
         assert data[key] is not None, key
 
 

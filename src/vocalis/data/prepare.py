@@ -71,8 +71,20 @@ class PrepareSettings:
 
     @classmethod
     def from_config(cls, data_cfg: Mapping[str, Any], seed: int = 42) -> PrepareSettings:
-        """Read and check the ``data`` config group."""
-        feats = dict(data_cfg.get("features") or {})
+        """Read and check the ``data`` config group.
+
+        Every key has its one default in ``configs/data/base.yaml``, which each data source extends: a key
+        missing here is a config that does not extend it, and is named in a :class:`ConfigError`.
+        """
+
+        def need(mapping: Mapping[str, Any], key: str, where: str = "data") -> Any:
+            if key not in mapping:
+                raise ConfigError(
+                    f"{where}.{key} is missing (data configs extend data/base.yaml, which sets it)"
+                )
+            return mapping[key]
+
+        feats = dict(need(data_cfg, "features") or {})
         unknown = set(feats) - set(FeatureParams.field_names())
         if unknown:
             raise ConfigError(f"data.features: unknown key(s) {sorted(unknown)}")
@@ -80,25 +92,26 @@ class PrepareSettings:
             fp = FeatureParams(**feats)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"data.features: {exc}") from None
-        split = dict(data_cfg.get("split") or {})
-        window_s = float(data_cfg.get("window_s", 3.0))
-        hop_s = float(data_cfg.get("hop_s") or window_s)
+        split = dict(need(data_cfg, "split") or {})
+        window_s = float(need(data_cfg, "window_s"))
+        hop = need(data_cfg, "hop_s")
+        hop_s = float(hop) if hop is not None else window_s  # null hop: windows without overlap
         if window_s <= 0 or hop_s <= 0:
             raise ConfigError(f"data.window_s and data.hop_s must be positive, got {window_s}, {hop_s}")
-        workers = data_cfg.get("prepare_workers")
+        workers = need(data_cfg, "prepare_workers")
         n_workers = int(workers) if workers not in (None, "auto", 0) else _cpu_count()
-        split_seed = split.get("seed")
+        split_seed = need(split, "seed", "data.split")
         return cls(
-            name=str(data_cfg.get("name") or data_cfg.get("source") or "data"),
+            name=str(need(data_cfg, "name")),
             features=fp,
             window_s=window_s,
             hop_s=hop_s,
-            val=float(split.get("val", 0.15)),
-            test=float(split.get("test", 0.15)),
+            val=float(need(split, "val", "data.split")),
+            test=float(need(split, "test", "data.split")),
             split_seed=int(split_seed if split_seed is not None else seed),
             workers=max(1, n_workers),
-            chunk_size=max(1, int(data_cfg.get("chunk_size") or 32)),
-            batch_size=max(1, int(data_cfg.get("prepare_batch_size") or 64)),
+            chunk_size=max(1, int(need(data_cfg, "chunk_size"))),
+            batch_size=max(1, int(need(data_cfg, "prepare_batch_size"))),
         )
 
     @property
