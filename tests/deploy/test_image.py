@@ -5,7 +5,6 @@ non-root user. Skipped only where no Docker engine answers (the reason is in the
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import socket
@@ -53,20 +52,12 @@ def image(engine: None) -> str:
     return IMAGE
 
 
-def _load_serving_support():  # type: ignore[no-untyped-def]
-    path = REPO / "tests" / "serving" / "serving_support.py"
-    spec = importlib.util.spec_from_file_location("deploy_serving_support", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], str]:
     """A real exported artifact, readable by the image's non-root user."""
     pytest.importorskip("torch")
-    support = _load_serving_support()
+    from support import serving as support
+
     out = support.build_artifact(tmp_path_factory.mktemp("image-artifact") / "model", seed=0)
     out.chmod(0o755)
     for f in out.iterdir():
