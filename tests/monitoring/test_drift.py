@@ -63,8 +63,12 @@ def test_no_drift_on_in_distribution_traffic(
     n_ref = len(load_reference(monitored_artifact))
     assert summary["sample_sizes"] == {"reference": n_ref, "current": 60}
     assert {t["column"] for t in summary["tests"]} >= {"rms_dbfs", "top_label", "confidence"}
+    # each test's verdict is its p-value against the threshold, and the share is the share of verdicts
+    threshold = summary["p_value_threshold"]
     for t in summary["tests"]:
-        assert 0.0 <= t["p_value"] <= 1.0 and t["statistic"] >= 0.0
+        assert t["drifted"] == (t["p_value"] < threshold), t
+    drifted = sum(t["drifted"] for t in summary["tests"])
+    assert summary["drift_share"] == pytest.approx(drifted / len(summary["tests"]), abs=1e-9)
 
 
 @pytest.mark.parametrize("shift", list(SHIFTS))

@@ -2,8 +2,8 @@
 
 Splits are decided per *group* (a recording, or a set of clips that share a ``group``: same animal, same
 session), so that no group, and therefore no window of one recording, straddles two splits. Within each
-class, the groups are shuffled with the seed and dealt out so that each split gets its share of that
-class's clips: the split is stratified by class.
+class, the groups are shuffled with the split's random seed and dealt out so that each split gets its
+share of that class's clips: the split is stratified by class.
 
 Splits a source gives (a CSV ``split`` column, the wmms train/test) are kept; clips without one are
 assigned. ``val`` is carved out of ``train`` when the source gives train/test only.
