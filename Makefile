@@ -5,6 +5,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 RUN := $(UV) run --locked
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= auto
 
 .DEFAULT_GOAL := help
 
@@ -65,7 +66,9 @@ format: sync ## Apply ruff's fixes and formatting
 .PHONY: test
 test: lint ## Lint, type-check and run every test (slow ones included) with line + branch coverage
 	@# the floor is fail_under in pyproject.toml [tool.coverage.report]; coverage.xml is for CI tools
-	$(RUN) pytest --cov --cov-report=term:skip-covered --cov-report=xml $(PYTEST_ARGS)
+	@# test files are spread over one worker per core (at most 4); the expensive session fixtures are built once
+	@# and shared by the workers (tests/support/shared.py). PYTEST_WORKERS=0 runs everything in one process.
+	$(RUN) pytest -n $(PYTEST_WORKERS) --maxprocesses=4 --dist loadfile --cov --cov-report=term:skip-covered --cov-report=xml $(PYTEST_ARGS)
 
 .PHONY: hooks
 hooks: sync ## Install the git pre-commit hooks (local, offline: the tools of .venv)

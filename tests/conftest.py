@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from support.shared import build_once
+
 
 def _overrides(root: Path) -> list[str]:
     """A 3-class x 12-clip synthetic set, 1 s windows, a tiny CNN, no tracker, no progress bar."""
@@ -34,9 +36,11 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from vocalis.training.config import compose_config
     from vocalis.training.train import prepare_data
 
-    root = tmp_path_factory.mktemp("tiny")
-    prepare_data(compose_config(_overrides(root)))
-    return root
+    def build(root: Path) -> Path:
+        prepare_data(compose_config(_overrides(root)))
+        return root
+
+    return build_once(tmp_path_factory, "tiny", build)
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +55,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("lightning")
     from support.runs import train_run
 
-    return train_run(tmp_path_factory.mktemp("real-run"))
+    return build_once(tmp_path_factory, "real-run", train_run)
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +63,7 @@ def fp32_artifact(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -
     """The session's run exported in fp32 (16 kHz, 1 s windows, hop 0.5 s, classes alpha/beta/gamma)."""
     from support.runs import export_run
 
-    return export_run(trained_run, tmp_path_factory.mktemp("fp32") / "artifact")
+    return build_once(tmp_path_factory, "fp32", lambda d: export_run(trained_run, d / "artifact"))
 
 
 @pytest.fixture(scope="session")
@@ -73,4 +77,6 @@ def int8_artifact(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -
     """The session's run exported in int8 (static quantization that passed the accuracy gate)."""
     from support.runs import export_run
 
-    return export_run(trained_run, tmp_path_factory.mktemp("int8") / "artifact", quantize="int8")
+    return build_once(
+        tmp_path_factory, "int8", lambda d: export_run(trained_run, d / "artifact", quantize="int8")
+    )

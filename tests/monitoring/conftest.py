@@ -3,12 +3,14 @@ the drift reference), and prediction logs filled by the real service."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from support.monitoring import SHIFTS, fresh_clips, post_all
+from support.shared import build_once
 
 #: recordings per logged traffic set
 N_TRAFFIC = 60
@@ -20,7 +22,9 @@ def monitored_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("lightning")
     from support.runs import train_run
 
-    return train_run(tmp_path_factory.mktemp("monitor-run"), clips_per_class=24, seed=3)
+    return build_once(
+        tmp_path_factory, "monitor-run", lambda d: train_run(d, clips_per_class=24, seed=3)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -28,9 +32,12 @@ def monitored_artifact(monitored_run: Path, tmp_path_factory: pytest.TempPathFac
     """The run exported with ``export_artifact``: model.onnx, model.json and the drift reference."""
     from vocalis.export.onnx import export_artifact
 
-    out = tmp_path_factory.mktemp("monitor-artifact") / "model"
-    export_artifact(monitored_run, out)
-    return out
+    def build(folder: Path) -> Path:
+        out = folder / "model"
+        export_artifact(monitored_run, out)
+        return out
+
+    return build_once(tmp_path_factory, "monitor-artifact", build)
 
 
 def _logged(artifact: Path, db: Path, clips_by_prefix: dict[str, list]) -> str:
@@ -50,13 +57,18 @@ def _logged(artifact: Path, db: Path, clips_by_prefix: dict[str, list]) -> str:
 @pytest.fixture(scope="session")
 def logs(monitored_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Database URLs of prediction logs written by the real service: in-distribution and each shift."""
-    root = tmp_path_factory.mktemp("logs")
-    clean = fresh_clips(N_TRAFFIC, seed=101)
-    out = {"clean": _logged(monitored_artifact, root / "clean.db", {"clean": clean})}
-    for i, (name, shift) in enumerate(SHIFTS.items()):
-        shifted = [shift(x) for x in fresh_clips(N_TRAFFIC, seed=200 + i)]
-        out[name] = _logged(monitored_artifact, root / f"{name}.db", {name: shifted})
-    return out
+
+    def build(root: Path) -> Path:
+        clean = fresh_clips(N_TRAFFIC, seed=101)
+        out = {"clean": _logged(monitored_artifact, root / "clean.db", {"clean": clean})}
+        for i, (name, shift) in enumerate(SHIFTS.items()):
+            shifted = [shift(x) for x in fresh_clips(N_TRAFFIC, seed=200 + i)]
+            out[name] = _logged(monitored_artifact, root / f"{name}.db", {name: shifted})
+        (root / "urls.json").write_text(json.dumps(out))
+        return root / "urls.json"
+
+    urls: dict[str, str] = json.loads(build_once(tmp_path_factory, "logs", build).read_text())
+    return urls
 
 
 @pytest.fixture

@@ -24,9 +24,13 @@ def good_artifact(fp32_artifact: Path) -> Path:
 def worse_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One epoch of the same real stages on other calls: a candidate the gate must refuse."""
     from support.runs import export_run, train_run
+    from support.shared import build_once
 
-    base = tmp_path_factory.mktemp("worse")
-    return export_run(train_run(base, epochs=1, seed=1), base / "artifact")
+    return build_once(
+        tmp_path_factory,
+        "worse",
+        lambda base: export_run(train_run(base, epochs=1, seed=1), base / "artifact"),
+    )
 
 
 @pytest.fixture(scope="session")
