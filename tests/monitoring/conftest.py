@@ -22,9 +22,7 @@ def monitored_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("lightning")
     from support.runs import train_run
 
-    return build_once(
-        tmp_path_factory, "monitor-run", lambda d: train_run(d, clips_per_class=24, seed=3)
-    )
+    return build_once(tmp_path_factory, "monitor-run", lambda d: train_run(d, clips_per_class=24, seed=3))
 
 
 @pytest.fixture(scope="session")

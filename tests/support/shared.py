@@ -27,9 +27,7 @@ def _shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
     return base.parent if base.name.startswith("popen-gw") else None
 
 
-def build_once(
-    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]
-) -> Path:
+def build_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
     """Return ``build(folder)``'s path, calling ``build`` once per test session across xdist workers.
 
     ``build`` gets an empty folder of its own and returns the path of what it made (inside that folder).
