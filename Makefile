@@ -95,7 +95,7 @@ bench: sync ## Run every benchmark (prints figures; see docs/benchmarks.md)
 
 .PHONY: test-fast
 test-fast: sync ## Run the tests not marked slow
-	$(RUN) pytest -m "not slow" $(PYTEST_ARGS)
+	$(RUN) pytest -n $(PYTEST_WORKERS) --maxprocesses=4 --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 .PHONY: serve
 serve: sync ## Serve a model over HTTP (MODEL=artifacts/demo, PORT=8000); web page at http://127.0.0.1:8000/
