@@ -187,7 +187,7 @@ def run_locust(
         check=False,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        timeout=duration + 120,
+        timeout=duration + 600,  # a loaded machine starts Locust (and librosa) slowly
     )
     with open(f"{prefix}_stats.csv") as f:
         row = next(r for r in csv.DictReader(f) if r["Name"] == "Aggregated")

@@ -224,6 +224,10 @@ def test_deleting_the_log_folder_is_503_until_it_is_back(
     assert PredictionStore(db_url).request_ids() == {rid}
 
 
+#: bind a folder ($1) read-only over itself, then run the rest of the arguments
+_READ_ONLY_MOUNT = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+
+
 @pytest.mark.parametrize(
     ("env", "words"),
     [
@@ -246,16 +250,23 @@ def test_bad_settings_are_one_line_and_exit_2(
         model = tmp_path / "broken"
         shutil.copytree(artifact_dir, model)
         (model / "model.onnx").write_bytes(b"this is not onnx")
+    command = [*VOCALIS, "serve", "--model", str(model), "--port", str(free_port())]
     if env.pop("READ_ONLY_DB", None):
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        PredictionStore(f"sqlite:///{ro / 'log.db'}").close()
+        db_url = f"sqlite:///{ro / 'log.db'}"
         if os.geteuid() == 0:
-            pytest.skip("root writes through file modes; a read-only mount needs privileges")
-        (tmp_path / "ro").mkdir()
-        PredictionStore(f"sqlite:///{tmp_path / 'ro' / 'log.db'}").close()
-        (tmp_path / "ro").chmod(0o555)
-        (tmp_path / "ro" / "log.db").chmod(0o444)
-        db_url = f"sqlite:///{tmp_path / 'ro' / 'log.db'}"
+            # file modes do not stop root: the folder becomes a real read-only mount (EROFS for root
+            # too), bound in a private mount namespace that ends with the command, so nothing leaks
+            command = ["unshare", "-m", "sh", "-c", _READ_ONLY_MOUNT, "sh", str(ro), *command]
+            if shutil.which("unshare") is None or subprocess.run([*command[:2], "true"]).returncode:
+                pytest.skip("root, and no private mount namespace here to make a read-only mount")
+        else:
+            ro.chmod(0o555)
+            (ro / "log.db").chmod(0o444)
     res = subprocess.run(
-        [*VOCALIS, "serve", "--model", str(model), "--port", str(free_port())],
+        command,
         env={**os.environ, "VOCALIS_DATABASE_URL": db_url, **env},
         capture_output=True,
         text=True,
