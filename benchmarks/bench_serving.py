@@ -136,7 +136,7 @@ def in_process(artifact: Path, data: bytes, n: int, *, threads: int | None, work
     }
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
