@@ -136,7 +136,7 @@ def in_process(artifact: Path, data: bytes, n: int, *, threads: int | None, work
     }
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -187,7 +187,7 @@ def run_locust(
         check=False,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        timeout=duration + 120,
+        timeout=duration + 600,  # a loaded machine starts Locust (and librosa) slowly
     )
     with open(f"{prefix}_stats.csv") as f:
         row = next(r for r in csv.DictReader(f) if r["Name"] == "Aggregated")

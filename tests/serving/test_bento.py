@@ -154,3 +154,33 @@ def test_bento_classify_batches_concurrent_requests(
     assert mixed.status_code == 200
     good, bad = mixed.json()
     assert good["label"] == expected and "error" in bad
+
+
+def test_bento_predict_has_the_services_hop_floor(
+    bento_url: str, app_settings: Settings, wav_bytes: bytes
+) -> None:
+    """VOCALIS_MIN_HOP_S holds for BentoML too: below it a 4xx naming the setting, at or above it the same
+    windows as /v1/predict with that hop."""
+    floor = app_settings.min_hop_s  # the default, which the bento process reads from the same Settings
+    tiny = httpx.post(
+        f"{bento_url}/predict",
+        files={"audio_file": ("call.wav", wav_bytes, "audio/wav")},
+        data={"hop": str(floor / 10)},
+        timeout=60,
+    )
+    assert 400 <= tiny.status_code < 500, tiny.text
+    assert "VOCALIS_MIN_HOP_S" in tiny.text and "invalid_option" in tiny.text, tiny.text
+    ok = httpx.post(
+        f"{bento_url}/predict",
+        files={"audio_file": ("call.wav", wav_bytes, "audio/wav")},
+        data={"hop": "0.25"},
+        timeout=60,
+    )
+    assert ok.status_code == 200, ok.text
+    with TestClient(create_app(app_settings)) as client:
+        http = client.post("/v1/predict", files={"file": ("call.wav", wav_bytes)}, data={"hop": 0.25}).json()
+    body = ok.json()
+    assert body["hop_s"] == http["hop_s"] == 0.25
+    # 2.5 s at a 0.25 s hop with 1 s windows: more windows than the card's 1 s hop gives, the same as HTTP
+    assert len(body["detections"]) == len(http["detections"]) > 3
+    assert [d["start_s"] for d in body["detections"]] == [d["start_s"] for d in http["detections"]]

@@ -36,7 +36,7 @@ from vocalis.serving.request_context import install_record_factory, request_id_v
 from vocalis.serving.routes import health, model, predict, web
 from vocalis.serving.schemas import ErrorBody
 from vocalis.serving.settings import Settings, load_settings
-from vocalis.serving.state import ServiceState, get_state
+from vocalis.serving.state import ServiceState, state_of
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _error_response(request: Request, status: int, error: str, detail: Any) -> JSONResponse:
-    get_state(request).metrics.errors.labels(error).inc()
+    state_of(request).metrics.errors.labels(error).inc()
     body = {"error": error, "detail": jsonable_encoder(detail), "request_id": request_id_var.get()}
     return JSONResponse(body, status_code=status)
 

@@ -11,13 +11,14 @@
   its top label and confidence back.
 
 It reads the same :class:`~vocalis.serving.settings.Settings` as the FastAPI service (``VOCALIS_MODEL_DIR``,
-``VOCALIS_THREADS``, ``VOCALIS_MAX_DURATION_S``, ...) and decodes uploads the same way (once, with the same
-short-audio rule). No torch.
+``VOCALIS_THREADS``, ``VOCALIS_MAX_DURATION_S``, ``VOCALIS_MIN_HOP_S``, ``VOCALIS_MAX_WINDOWS``, ...) and
+decodes uploads the same way (once, with the same short-audio rule; a long one in blocks). No torch.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +49,23 @@ class VocalisBento:
         log.info("bento service loaded model %s", self.predictor.version)
 
     @bentoml.api
-    def predict(self, audio_file: Path, top_k: int = 3, min_conf: float = 0.0) -> dict[str, Any]:
-        """Classify one recording: per-window detections and the per-file summary."""
+    def predict(
+        self, audio_file: Path, top_k: int = 3, min_conf: float = 0.0, hop: float | None = None
+    ) -> dict[str, Any]:
+        """Classify one recording: per-window detections and the per-file summary.
+
+        ``hop`` (seconds between windows, default the model's) has the service's floor,
+        ``VOCALIS_MIN_HOP_S``; the window count has its cap, ``VOCALIS_MAX_WINDOWS``. A recording longer
+        than ``VOCALIS_STREAM_BLOCK_S`` is scored from the uploaded file in blocks, as by the service.
+        """
         if not 1 <= top_k <= 1000 or not 0.0 <= min_conf <= 1.0:
             raise InvalidArgument("top_k must be 1-1000 and min_conf 0-1")
-        opts = PredictOptions(top_k=top_k, min_conf=min_conf)
+        if hop is not None and not (math.isfinite(hop) and 0.0 < hop <= 600.0):
+            raise InvalidArgument("hop must be a number of seconds in (0, 600]")
+        opts = PredictOptions(top_k=top_k, min_conf=min_conf, hop_s=hop)
         try:
             done = predict_upload(
-                self.predictor, self.settings, audio_file.read_bytes(), audio_file.name, opts
+                self.predictor, self.settings, audio_file, audio_file.name, opts, summary=False
             )
         except ApiError as exc:
             raise InvalidArgument(f"{exc.error}: {exc.detail}") from None  # a 400 for the client, not a 500

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Most analysis windows one file may ask for (duration / hop); more: 413.",
     )
+    stream_block_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds of audio decoded at once per request: a longer recording is scored from a "
+        "temporary file in blocks of this length, so memory per request does not grow with its duration.",
+    )
     min_hop_s: float = Field(
         default=0.05, gt=0, description="Smallest hop a request may ask for, in seconds (smaller: 422)."
     )

@@ -194,16 +194,26 @@ class ServiceState:
             ) from None
 
 
-def get_state(request: Request) -> ServiceState:
-    """Dependency: the app's :class:`ServiceState`."""
+# The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in the thread
+# pool, a thread hop (and a wait for a free thread under load) per dependency per request for what is an
+# attribute read.
+
+
+def state_of(request: Request) -> ServiceState:
+    """The app's :class:`ServiceState` (plain function, for code outside dependency injection)."""
     state: ServiceState = request.app.state.vocalis
     return state
+
+
+async def get_state(request: Request) -> ServiceState:
+    """Dependency: the app's :class:`ServiceState`."""
+    return state_of(request)
 
 
 State = Annotated[ServiceState, Depends(get_state)]
 
 
-def ready_predictor(state: State) -> Predictor:
+async def ready_predictor(state: State) -> Predictor:
     """Dependency: the loaded Predictor, held for the whole request (a reload cannot pull it away)."""
     if state.predictor is None:
         raise ApiError(503, "not_ready", "the model is not loaded")

@@ -182,6 +182,11 @@ def upgrade_schema(engine: Engine, *, attempts: int = 3) -> None:
                 command.upgrade(cfg, "head")
             return
         except Exception as exc:
+            # a file that cannot be written (a read-only mount, file modes) will not become writable by
+            # trying again: say so, in one line
+            reason = _not_writable(sqlite_path(str(engine.url)))
+            if reason is not None:
+                raise LogUnavailableError(f"prediction log {reason} ({type(exc).__name__})") from None
             if attempt == attempts:
                 raise ConfigError(
                     f"prediction log {_redact(str(engine.url))}: cannot migrate its schema ({exc})"
@@ -200,6 +205,18 @@ def sqlite_path(url: str) -> Path | None:
         return None
     db_path = url.split(":///", 1)[1].split("?", 1)[0]
     return Path(db_path) if db_path and db_path != ":memory:" else None
+
+
+def _not_writable(path: Path | None) -> str | None:
+    """Why the SQLite file at ``path`` (or its folder, where SQLite writes its journal) cannot be written;
+    None when it can or for a server database. ``os.access`` reports a read-only mount for root too."""
+    if path is None:
+        return None
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{path} is not writable"
+    if path.parent.is_dir() and not os.access(path.parent, os.W_OK):
+        return f"{path} (or its folder) is not writable"
+    return None
 
 
 class PredictionStore:

@@ -8,12 +8,17 @@ sample rate and channels, the decoded duration) go into the response and the log
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import shutil
+import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -22,6 +27,19 @@ from vocalis.contracts.windows import WindowSpec, require_featurizable
 from vocalis.errors import AudioTooShortError
 from vocalis.serving.api_errors import ApiError
 from vocalis.serving.settings import Settings
+
+#: an upload up to this size is read into memory (Starlette keeps a part of up to 1 MB in memory and spools
+#: a larger one to a temporary file, which is then scored from disk)
+IN_MEMORY_UPLOAD_BYTES = 1024 * 1024
+
+
+class LongerThanBlock(Exception):
+    """Raised by :func:`decode_upload` (given ``stream_above_s``) on the header of a recording longer than
+    that: it is to be scored block by block from a file, not decoded whole."""
+
+    def __init__(self, info: audio.AudioInfo) -> None:
+        super().__init__(f"{info.duration:.1f} s")
+        self.info = info
 
 
 @dataclass(frozen=True)
@@ -68,40 +86,91 @@ def check_window_count(info: audio.AudioInfo, name: str, spec: WindowSpec, max_w
         )
 
 
+def check_header(info: audio.AudioInfo, name: str, settings: Settings, spec: WindowSpec | None) -> None:
+    """The checks every upload's header passes before a sample is decoded (raises :class:`ApiError`):
+    the duration limit, the short-audio rule and, with ``spec``, the window count."""
+    if info.duration > settings.max_duration_s:
+        raise ApiError(
+            413,
+            "audio_too_long",
+            f"{name}: {info.duration:.1f} s of audio is longer than the limit of "
+            f"{settings.max_duration_s:.0f} s",
+        )
+    check_featurizable(info, name)
+    if spec is not None:
+        check_window_count(info, name, spec, settings.max_windows)
+
+
+def decode_error(exc: audio.AudioDecodeError) -> ApiError:
+    """The API error for a decoding failure: libsndfile cannot open it at all, not an audio file (415);
+    it opens but its samples are bad (400)."""
+    if "not a readable audio" in exc.reason:
+        return ApiError(415, "unsupported_media", str(exc))
+    return ApiError(400, "invalid_audio", str(exc))
+
+
 def decode_upload(
-    data: bytes, name: str, sample_rate: int, settings: Settings, spec: WindowSpec | None = None
+    data: bytes,
+    name: str,
+    sample_rate: int,
+    settings: Settings,
+    spec: WindowSpec | None = None,
+    *,
+    stream_above_s: float | None = None,
 ) -> DecodedUpload:
     """Check and decode an upload to mono at ``sample_rate``, opening the bytes once (raises ApiError).
 
     With ``spec``, the number of windows it would cut is checked against ``settings.max_windows`` first.
+    With ``stream_above_s``, a recording longer than that raises :class:`LongerThanBlock` on its header,
+    before a sample is decoded.
     """
     if not data:
         raise ApiError(400, "empty_file", f"{name}: file is empty (0 bytes)")
 
     def check(info: audio.AudioInfo) -> None:
-        if info.duration > settings.max_duration_s:
-            raise ApiError(
-                413,
-                "audio_too_long",
-                f"{name}: {info.duration:.1f} s of audio is longer than the limit of "
-                f"{settings.max_duration_s:.0f} s",
-            )
-        check_featurizable(info, name)
-        if spec is not None:
-            check_window_count(info, name, spec, settings.max_windows)
+        check_header(info, name, settings, spec)
+        if stream_above_s is not None and info.duration > stream_above_s:
+            raise LongerThanBlock(info)
 
     try:
         waveform, info = audio.load_with_info(data, sample_rate, name=name, check=check)
     except audio.AudioDecodeError as exc:
-        # libsndfile cannot open it at all: not an audio file (415); it opens but its samples are bad: 400
-        unreadable = "not a readable audio" in exc.reason
-        if unreadable:
-            raise ApiError(415, "unsupported_media", str(exc)) from None
-        raise ApiError(400, "invalid_audio", str(exc)) from None
+        raise decode_error(exc) from None
     return DecodedUpload(_pad_to_one_sample(waveform), info)
 
 
-def store_upload(settings: Settings, data: bytes, request_id: str, index: int, name: str) -> str | None:
+@contextlib.contextmanager
+def on_disk(source: bytes | BinaryIO) -> Iterator[Path]:
+    """A temporary file holding ``source`` (bytes, or a binary file read from its start), removed after.
+
+    libsndfile then reads the recording block by block from disk; the upload is never decoded whole.
+    """
+    with tempfile.NamedTemporaryFile(prefix="vocalis-upload-") as tmp:
+        if isinstance(source, bytes):
+            tmp.write(source)
+        else:
+            source.seek(0)
+            shutil.copyfileobj(source, tmp, 1 << 20)
+        tmp.flush()
+        yield Path(tmp.name)
+
+
+@contextlib.contextmanager
+def upload_source(fileobj: BinaryIO) -> Iterator[bytes | Path]:
+    """What to score an uploaded file from: its bytes when it is small, else a temporary file on disk."""
+    fileobj.seek(0, 2)
+    size = fileobj.tell()
+    fileobj.seek(0)
+    if size <= IN_MEMORY_UPLOAD_BYTES:
+        yield fileobj.read()
+        return
+    with on_disk(fileobj) as path:
+        yield path
+
+
+def store_upload(
+    settings: Settings, data: bytes | Path, request_id: str, index: int, name: str
+) -> str | None:
     """Keep the raw upload under ``settings.upload_dir`` (when set); returns where it went.
 
     The stored name starts with a server-made id: the client's ``X-Request-ID`` may repeat, so two
@@ -116,5 +185,9 @@ def store_upload(settings: Settings, data: bytes, request_id: str, index: int, n
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{uuid.uuid4().hex}-{rid}-{index}-{safe}"
     with path.open("xb") as fh:  # exclusive: never overwrite
-        fh.write(data)
+        if isinstance(data, bytes):
+            fh.write(data)
+        else:
+            with data.open("rb") as src:
+                shutil.copyfileobj(src, fh, 1 << 20)
     return str(path)

@@ -25,7 +25,7 @@ router = APIRouter()
 _bearer = HTTPBearer(auto_error=False, description="VOCALIS_ADMIN_TOKEN")
 
 
-def require_admin(
+async def require_admin(
     state: State, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """Dependency of the admin routes: 404 when no token is configured, 401 without one, 403 when wrong."""

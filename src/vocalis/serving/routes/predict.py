@@ -9,28 +9,27 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 import anyio
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
-from vocalis.contracts.audio_summary import summarize
 from vocalis.inference import Predictor
 from vocalis.inference.file_result import file_result
 from vocalis.serving.api_errors import ApiError
-from vocalis.serving.prediction import PredictOptions, predict_upload
+from vocalis.serving.prediction import PredictOptions, check_hop, predict_upload
 from vocalis.serving.request_context import request_id_var
 from vocalis.serving.schemas import BatchItem, BatchResponse, ErrorBody, FileResult, PredictResponse
 from vocalis.serving.state import LoadedPredictor, ServiceState, State
 from vocalis.serving.store import NewPrediction
-from vocalis.serving.upload import store_upload
+from vocalis.serving.upload import store_upload, upload_source
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["predict"])
 
 
-def predict_options(
+async def predict_options(
     state: State,
     top_k: int = Form(3, ge=1, le=1000, description="Classes listed per window."),
     min_conf: float = Form(
@@ -47,15 +46,8 @@ def predict_options(
     site: str | None = Form(None, max_length=256, description="Recording site tag (logged)."),
     device: str | None = Form(None, max_length=256, description="Recorder tag (logged)."),
 ) -> PredictOptions:
-    """Dependency: the form options every prediction route takes."""
-    min_hop = state.settings.min_hop_s
-    if hop is not None and hop < min_hop:
-        # a tiny hop multiplies the windows (and the work) without telling anything new
-        raise ApiError(
-            422,
-            "invalid_option",
-            f"hop: {hop:g} s is below the smallest allowed, {min_hop:g} s (VOCALIS_MIN_HOP_S)",
-        )
+    """Dependency: the form options every prediction route takes (async: no thread hop, see state.py)."""
+    check_hop(hop, state.settings)  # before the body is read: a hostile hop costs nothing
     return PredictOptions(
         top_k=top_k, min_conf=min_conf, window_s=window, hop_s=hop, site=site, device=device
     )
@@ -75,7 +67,7 @@ class ServedFile:
 def serve_file(
     state: ServiceState,
     predictor: Predictor,
-    data: bytes,
+    upload: BinaryIO,
     name: str,
     opts: PredictOptions,
     *,
@@ -83,10 +75,16 @@ def serve_file(
     index: int,
     endpoint: str,
 ) -> ServedFile:
-    """Decode, predict and describe one upload, and build its log row (runs in a worker thread)."""
+    """Decode, predict and describe one upload, and build its log row (runs in a worker thread).
+
+    ``upload`` is the uploaded file as Starlette spooled it: a small one is read into memory, a larger
+    one is scored from a temporary file (a long recording block by block, see :func:`predict_upload`).
+    """
     t0 = time.perf_counter()
-    done = predict_upload(predictor, state.settings, data, name, opts)
-    fp, info = done.prediction, done.upload.info
+    with upload_source(upload) as source:
+        done = predict_upload(predictor, state.settings, source, name, opts)
+        stored = store_upload(state.settings, source, request_id, index, name)
+    fp, info = done.prediction, done.info
     metrics = state.metrics
     metrics.inference_latency.observe(done.inference_s)
     metrics.audio_seconds.inc(info.duration)
@@ -101,7 +99,7 @@ def serve_file(
         duration_s=info.duration,
         sample_rate=info.sample_rate,
         channels=info.channels,
-        summary=summarize(done.upload.waveform, predictor.sample_rate).to_dict(),
+        summary=done.summary or {},
         top_label=result.summary.top_label,
         confidence=result.summary.top_confidence,
         probabilities=result.summary.mean_probs,
@@ -109,7 +107,7 @@ def serve_file(
         latency_ms=(time.perf_counter() - t0) * 1e3,
         site=opts.site,
         device=opts.device,
-        upload_path=store_upload(state.settings, data, request_id, index, name),
+        upload_path=stored,
     )
     return ServedFile(result, row)
 
@@ -124,11 +122,10 @@ async def predict(
     """Classify one recording: per-window detections and a per-file summary."""
     t0 = time.perf_counter()
     request_id = request_id_var.get()
-    data = await file.read()
     name = file.filename or "upload"
     served = await anyio.to_thread.run_sync(
         lambda: serve_file(
-            state, predictor, data, name, opts, request_id=request_id, index=0, endpoint="predict"
+            state, predictor, file.file, name, opts, request_id=request_id, index=0, endpoint="predict"
         ),
         limiter=state.limiter,
     )
@@ -158,10 +155,9 @@ async def predict_batch(
     rows: list[NewPrediction] = []
     for i, upload in enumerate(files):
         name = upload.filename or f"file{i}"
-        data = await upload.read()
         try:
             served = await anyio.to_thread.run_sync(
-                lambda d=data, n=name, i=i: serve_file(  # type: ignore[misc]
+                lambda d=upload.file, n=name, i=i: serve_file(  # type: ignore[misc]
                     state, predictor, d, n, opts, request_id=request_id, index=i, endpoint="predict_batch"
                 ),
                 limiter=state.limiter,
