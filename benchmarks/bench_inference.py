@@ -1,5 +1,10 @@
 """Inference speed, side by side in one run: PyTorch eager vs ONNX fp32 vs ONNX int8 (and pruned, compiled).
 
+First the featurizer: every exact DFT form onnxruntime runs (the plain DFT matmul, the factored DFT before
+and now, the ONNX ``STFT`` and ``DFT`` operators), window by window and as a stream whose frames the
+overlapping windows share; then ``vocalis predict`` on an hour of 32 kHz audio through the demo artifact
+before (the graph exported until now) and after (the stream graph), ``--repeats`` times interleaved.
+
 For the demo network (compact, 3 s windows at 32 kHz) and ResNet34 (the WMMS set-up, 11.67 s windows),
 random weights unless ``--run`` gives a trained demo run (then accuracies on its test windows too):
 
@@ -26,6 +31,7 @@ for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import json  # noqa: E402
 import logging  # noqa: E402
+import math  # noqa: E402
 import re  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -45,7 +51,7 @@ from vocalis.export.check_windows import AudioWindows, cache_windows, synthetic_
 from vocalis.export.onnx import WaveformClassifier, export_onnx, featurizer_output  # noqa: E402
 from vocalis.export.prune import sparsity  # noqa: E402
 from vocalis.export.quantize import quantize_model  # noqa: E402
-from vocalis.features import FeatureParams, LogMel  # noqa: E402
+from vocalis.features import FeatureParams, LogMel, StreamLogMel  # noqa: E402
 from vocalis.models import build_model  # noqa: E402
 from vocalis.models.checkpoint import load_network  # noqa: E402
 
@@ -306,7 +312,12 @@ def predict_long(
 
 
 def _artifact_from_net(
-    net: torch.nn.Module, name: str, classes: list[str], window_s: float, tmp: Path
+    net: torch.nn.Module,
+    name: str,
+    classes: list[str],
+    window_s: float,
+    tmp: Path,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> Path:
     """Export a (random-weight) network through the real exporter, via a checkpoint of the run contract."""
     from vocalis.export.onnx import export_artifact
@@ -317,10 +328,185 @@ def _artifact_from_net(
         features=FeatureParams(),
         window_s=window_s,
         hop_s=window_s if name != "compact" else window_s / 2,
+        model_kwargs=model_kwargs,
     )
     run = tmp / f"run-{name}"
     save_checkpoint(run / "checkpoints" / "best.ckpt", net.state_dict(), hp)
     return export_artifact(run, tmp / f"artifact-{name}").directory
+
+
+class BeforeLogMel(LogMel):
+    """The exported featurizer as it was before frames were shared (kept here to measure against): one
+    Cooley-Tukey step with blocks gathered, transposed, separate twiddle products, window by window."""
+
+    def __init__(self, params: FeatureParams) -> None:
+        super().__init__(params, stft="fft")
+        p = params
+        n1 = max(d for d in range(1, math.isqrt(p.n_fft) + 1) if p.n_fft % d == 0)
+        n2 = p.n_fft // n1
+        self.n1, self.n2 = n1, n2
+        lo = self.lo
+        k2_lo, k2_hi = lo // n1, (lo + self.n_bins - 1) // n1 + 1
+        self.n_k2, self.offset, self.block = k2_hi - k2_lo, lo - k2_lo * n1, math.gcd(p.n_fft, p.hop_length)
+        a = np.arange(n1)
+        window = self.window.double().numpy()
+        mel = self.mel_basis.double().numpy()
+        ang1 = 2 * math.pi * np.outer(a, a) / n1
+        twiddle = -2 * math.pi * np.outer(np.arange(n2), a) / p.n_fft
+        ang2 = -2 * math.pi * np.outer(np.arange(n2), np.arange(k2_lo, k2_hi)) / n2
+        consts = {
+            "window_ba": window.reshape(n1, n2).T, "c1": np.cos(ang1), "s1": -np.sin(ang1),
+            "tw_re": np.cos(twiddle), "tw_im": np.sin(twiddle), "c2": np.cos(ang2), "s2": np.sin(ang2),
+            "mel_t": mel.T,
+        }  # fmt: skip
+        for key, value in consts.items():
+            self.register_buffer(key, torch.tensor(value.copy(), dtype=torch.float32), persistent=False)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        p, n1, n2, g = self.params, self.n1, self.n2, self.block
+        batch = waveform.shape[0]
+        pad = p.n_fft // 2
+        x = torch.nn.functional.pad(waveform, (pad, pad))
+        length = x.shape[-1]
+        n_frames = 1 + (length - p.n_fft) // p.hop_length
+        blocks = x[:, : (length // g) * g].reshape(batch, length // g, g)
+        index = torch.arange(n_frames).unsqueeze(1) * (p.hop_length // g) + torch.arange(p.n_fft // g)
+        frames = blocks[:, index].reshape(batch, n_frames, n1, n2).transpose(2, 3) * self.window_ba
+        re, im = torch.matmul(frames, self.c1), torch.matmul(frames, self.s1)
+        t_re = (re * self.tw_re - im * self.tw_im).transpose(2, 3)
+        t_im = (re * self.tw_im + im * self.tw_re).transpose(2, 3)
+        x_re = torch.matmul(t_re, self.c2) - torch.matmul(t_im, self.s2)
+        x_im = torch.matmul(t_re, self.s2) + torch.matmul(t_im, self.c2)
+        power = (x_re * x_re + x_im * x_im).transpose(2, 3).reshape(batch, n_frames, n1 * self.n_k2)
+        mel = torch.matmul(power[:, :, self.offset : self.offset + self.n_bins], self.mel_t)
+        return self.to_db(mel.transpose(1, 2)).unsqueeze(1)
+
+
+class MatmulDftLogMel(LogMel):
+    """The plain DFT as one matrix product (``n_fft x 2 bins`` a frame), window by window."""
+
+    def __init__(self, params: FeatureParams) -> None:
+        super().__init__(params, stft="fft")
+        n, k = np.arange(params.n_fft), np.arange(self.lo, self.lo + self.n_bins)
+        ang = 2 * math.pi * np.outer(n, k) / params.n_fft
+        dft = np.concatenate([np.cos(ang), -np.sin(ang)], 1) * self.window.double().numpy()[:, None]
+        mel2 = np.concatenate([self.mel_basis.double().numpy().T] * 2, 0)
+        self.register_buffer("dft", torch.tensor(dft, dtype=torch.float32), persistent=False)
+        self.register_buffer("mel2", torch.tensor(mel2, dtype=torch.float32), persistent=False)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        x = torch.nn.functional.pad(waveform, (p.n_fft // 2, p.n_fft // 2))
+        frames = x.unfold(1, p.n_fft, p.hop_length)  # [B, frames, n_fft]
+        y = torch.matmul(frames, self.dft)
+        return self.to_db(torch.matmul(y * y, self.mel2).transpose(1, 2)).unsqueeze(1)
+
+
+class RfftLogMel(LogMel):
+    """``torch.fft.rfft`` of the windowed frames: the ONNX ``DFT`` operator in the graph."""
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        x = torch.nn.functional.pad(waveform, (p.n_fft // 2, p.n_fft // 2))
+        frames = x.unfold(1, p.n_fft, p.hop_length) * self.window
+        spec = torch.fft.rfft(frames, dim=-1)[..., self.lo : self.lo + self.n_bins]
+        power = spec.real.square() + spec.imag.square()
+        return self.to_db(torch.matmul(power, self.mel_basis.T).transpose(1, 2)).unsqueeze(1)
+
+
+def featurizer_forms(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """The featurizer alone, each exact DFT form as onnxruntime runs it, on the demo's windows (3 s, hop
+    1.5 s, 16 windows = 25.5 s of audio): window by window, and the stream form on the same audio as one
+    row. Timed round-robin, best of ``args.rounds``; max |Δ dB| against LogMel (torch.stft)."""
+    params = FeatureParams()
+    w, h, k = 96_000, 48_000, 16
+    rng = np.random.default_rng(3)
+    stream = (rng.standard_normal((1, w + (k - 1) * h)) * 0.1).astype(np.float32)
+    windows = np.stack([stream[0, j * h : j * h + w] for j in range(k)])
+    with torch.no_grad():
+        reference = LogMel(params)(torch.from_numpy(windows)).numpy()
+    forms: dict[str, tuple[torch.nn.Module, int | None, np.ndarray]] = {
+        "before: factored DFT, per window (the graph until now)": (BeforeLogMel(params), None, windows),
+        "plain DFT matmul, per window": (MatmulDftLogMel(params), None, windows),
+        "ONNX STFT op (torch.stft), per window": (LogMel(params), None, windows),
+        "ONNX DFT op (torch.fft.rfft), per window": (RfftLogMel(params), None, windows),
+        "factored DFT, per window (LogMel matmul)": (LogMel(params, stft="matmul"), None, windows),
+        "after: factored DFT, stream (shared frames)": (StreamLogMel(params, w, h), h, stream),
+    }
+    calls: dict[str, Callable[[], Any]] = {}
+    errors: dict[str, float] = {}
+    for i, (name, (module, hop, x)) in enumerate(forms.items()):
+        path = tmp / f"featurizer-{i}.onnx"
+        try:
+            export_onnx(_FeaturizerOnly(module).eval(), w, path, stream_hop=hop)
+        except Exception as exc:  # a form the exporter cannot write is reported, not fatal
+            print(f"  {name}: not exported ({type(exc).__name__}: {str(exc)[:120]})")
+            continue
+        run = onnx_runner(path, args.threads)
+        errors[name] = float(np.abs(run(x)[0] - reference).max())
+        calls[name] = lambda run=run, x=x: run(x)
+    best = interleaved_best(calls, args.rounds)
+    print(f"\n## The featurizer alone: {k} demo windows (3 s, hop 1.5 s), {args.threads} threads")
+    base = best[next(iter(best))]
+    for name, t in best.items():
+        print(
+            f"  {name:<52} {t * 1e3:7.1f} ms  -> 1 h: {t / (k * h / 32_000) * 3600:5.2f} s  "
+            f"{base / t:4.2f}x  max |Δ dB| vs LogMel {errors[name]:.1e}",
+            flush=True,
+        )
+    return {"seconds": best, "max_abs_db": errors}
+
+
+def before_artifact(after: Path, net: torch.nn.Module, out: Path) -> Path:
+    """The same network and card as ``after`` with the graph `vocalis export` wrote until now (the
+    factored DFT window by window) and a card that offers no stream: what users have today."""
+    import shutil
+
+    import onnx
+
+    from vocalis.contracts.card import ModelCard
+    from vocalis.export.onnx import write_metadata
+
+    shutil.copytree(after, out)
+    card = ModelCard.load(after).to_dict()
+    card["stream_hop_samples"] = None
+    card = ModelCard.from_dict(card)
+    params, samples = card.feature_params, card.window_samples
+    export_onnx(WaveformClassifier(BeforeLogMel(params), net).eval(), samples, out / "model.onnx")
+    write_metadata(out / "model.onnx", card)
+    onnx.checker.check_model(str(out / "model.onnx"))
+    card.save(out)
+    return out
+
+
+def hour_before_after(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """``vocalis predict`` on a generated hour of 32 kHz audio through the demo artifact (compact CNN at
+    width 8, 3 s windows, hop 1.5 s, random weights), before and after, ``args.repeats`` times
+    interleaved; the load average is printed around each run."""
+    net = build_model("compact", 10, 64, 301, width=8).eval()
+    after = _artifact_from_net(net, "compact", [f"c{i}" for i in range(10)], 3.0, tmp, {"width": 8})
+    before = before_artifact(after, net, tmp / "artifact-compact-before")
+    seconds = args.minutes * 60
+    rec = write_long_recording(tmp / "long.wav", seconds, sample_rate=32_000)
+    print(
+        f"\n## vocalis predict, demo artifact, {args.minutes:g} min of 32 kHz audio, {args.threads} threads"
+    )
+    out: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    for rep in range(args.repeats):
+        for label, art in (("before", before), ("after", after)):
+            load = os.getloadavg()[0]
+            r = predict_long(art, rec, seconds, args.threads, tmp)
+            r["load_before"], r["load_after"] = load, os.getloadavg()[0]
+            out[label].append(r)
+            print(
+                f"  run {rep + 1} {label:<6} {r['wall_s']:6.2f} s wall ({1 / r['rtf']:.0f}x real time), "
+                f"peak RSS {r['peak_rss_mb']:.0f} MB, load {load:.1f} -> {r['load_after']:.1f}",
+                flush=True,
+            )
+    for label, runs in out.items():
+        walls = sorted(r["wall_s"] for r in runs)
+        print(f"  {label:<6} best {walls[0]:.2f} s, worst {walls[-1]:.2f} s over {len(walls)} runs")
+    return out
 
 
 def main() -> None:
@@ -337,6 +523,12 @@ def main() -> None:
         "--no-predict", dest="predict", action="store_false", help="skip vocalis predict runs"
     )
     parser.add_argument("--models", default="compact,resnet34")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the before/after hour")
+    parser.add_argument(
+        "--no-models", dest="models_table", action="store_false", help="skip the per-model table"
+    )
+    parser.add_argument("--no-forms", dest="forms", action="store_false", help="skip the featurizer forms")
+    parser.add_argument("--no-hour", dest="hour", action="store_false", help="skip the before/after hour")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -353,7 +545,11 @@ def main() -> None:
     results: dict[str, Any] = {"threads": args.threads, "peak_gflops": peak_d, "rows": [], "predict": {}}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        models = args.models.split(",")
+        if args.forms:
+            results["featurizer_forms"] = featurizer_forms(args, tmp)
+        if args.hour:
+            results["hour"] = hour_before_after(args, tmp)
+        models = args.models.split(",") if args.models_table else []
         nets: dict[str, tuple[torch.nn.Module, float, int, list[str]]] = {}
         test = None
         calibration_demo = synthetic_windows(32, round(3.0 * params.sample_rate), params.sample_rate, seed=9)

@@ -11,9 +11,16 @@ The short-time Fourier transform is that of ``librosa.stft(center=True, pad_mode
 periodic Hann window, computed one of two ways that give the same numbers (to float32 rounding, tested):
 
 - ``stft="fft"`` (the default: preparation, training, evaluation): ``torch.stft``, an FFT in PyTorch;
-- ``stft="matmul"`` (inside the exported ONNX model): one Cooley-Tukey step written as matrix products.
-  ``torch.stft`` also exports, to the ONNX ``STFT`` operator, but onnxruntime runs that 1.5-1.75x slower
-  than these plain MatMul/Gather ops (measured in ``benchmarks/bench_inference.py``).
+- ``stft="matmul"`` (inside the exported ONNX model): one Cooley-Tukey step as three large matrix
+  products (the twiddle factors folded into the second stage's matrices). Measured in onnxruntime on this
+  project's 2-core machine (``benchmarks/bench_inference.py``) it is the fastest exact form: faster than
+  the plain DFT as one matrix product, than the ONNX ``STFT`` operator (``torch.stft`` exports to it) and
+  than the ONNX ``DFT`` operator (``torch.fft.rfft``).
+
+:class:`StreamLogMel` (the exported graph's featurizer) takes streams: a row holding ``k`` windows at a
+fixed hop gets its STFT frames computed once and the windows cut from the spectrogram; the frames at a
+window's edges, which see the window's own zero padding, are computed per window, so each window's
+log-mel is the one :class:`LogMel` computes on it alone.
 
 Everything else (the bins kept, the mel basis, the dB conversion) is one code path.
 """
@@ -21,6 +28,7 @@ Everything else (the bins kept, the mel basis, the dB conversion) is one code pa
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,10 +40,54 @@ from vocalis.mel import mel_filterbank
 STFT_KINDS = ("fft", "matmul")
 
 
-def _factor(n: int) -> tuple[int, int]:
-    """``n = n1 * n2`` with ``n1`` the largest divisor <= sqrt(n) (``(1, n)`` when n is prime)."""
-    n1 = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
-    return n1, n // n1
+def _block_factor(p: FeatureParams) -> tuple[int, int]:
+    """``n_fft = n1 * n2`` for the factored DFT: frames are read as ``n1`` blocks of ``n2`` samples, so
+    ``n2`` must divide every frame start (the hop and the ``n_fft // 2`` centre padding); of those
+    divisors, the one closest to ``sqrt(n_fft)`` (the fewest multiply-adds)."""
+    g = math.gcd(p.n_fft, p.hop_length, p.n_fft // 2)
+    n2 = min((d for d in range(1, g + 1) if g % d == 0), key=lambda d: abs(math.log(d / math.sqrt(p.n_fft))))
+    return p.n_fft // n2, n2
+
+
+@dataclass(frozen=True)
+class StreamLayout:
+    """Which frames of a window a stream shares with its neighbours, for windows ``hop`` samples apart.
+
+    ``LogMel`` centres frame ``j`` of a window on the window's sample ``j * hop_length`` and zero-pads the
+    window by ``n_fft // 2`` on each side. A frame that lies wholly inside the window (``j0 <= j <= j1``)
+    holds the same samples as the stream's frame centred on the same absolute sample, so windows that
+    overlap can share it; the few frames at a window's edges (``j < j0``, ``j > j1``: 2 + 2 at the
+    defaults) see the window's zero padding and are computed per window. Windows must start a whole
+    number ``stride`` of STFT hops apart.
+    """
+
+    window_samples: int
+    hop_samples: int
+    n_frames: int  # frames of one window
+    stride: int  # window hop in STFT frames
+    j0: int  # first interior frame
+    j1: int  # last interior frame
+
+    @property
+    def edges(self) -> tuple[int, ...]:
+        """The frames of a window computed on the window's own zero padding, in frame order."""
+        return (*range(self.j0), *range(self.j1 + 1, self.n_frames))
+
+
+def stream_layout(params: FeatureParams, window_samples: int, hop_samples: int) -> StreamLayout | None:
+    """The sharing layout for windows of ``window_samples`` every ``hop_samples``, or ``None`` when the
+    windows cannot share frames (the hop is not a whole number of STFT hops, the windows do not overlap or
+    touch, or a window is shorter than one frame)."""
+    p = params
+    pad = p.n_fft // 2
+    if hop_samples <= 0 or hop_samples % p.hop_length or hop_samples > window_samples:
+        return None
+    n_frames = 1 + window_samples // p.hop_length
+    j0 = -(-pad // p.hop_length)
+    j1 = (window_samples - (p.n_fft - pad)) // p.hop_length
+    if j1 < j0:
+        return None
+    return StreamLayout(window_samples, hop_samples, n_frames, hop_samples // p.hop_length, j0, j1)
 
 
 class LogMel(nn.Module):
@@ -47,23 +99,26 @@ class LogMel(nn.Module):
 
     Args:
         params: the featurizer parameters (defaults: the reference recipe's).
-        stft: ``"fft"`` (``torch.stft``) or ``"matmul"`` (a factored DFT as matrix products, for the ONNX
-            graph: ``n_fft = n1 * n2`` (1024 = 32 x 32), each frame read as an ``[n2, n1]`` matrix, ``n2``
-            DFTs of length ``n1`` in one matmul, twiddle factors, then ``n1`` DFTs of length ``n2`` that
-            compute only the rows holding used bins: ``n_fft * (n1 + n2)`` multiply-adds a frame).
+        stft: ``"fft"`` (``torch.stft``) or ``"matmul"`` (a factored DFT as large matrix products, for the
+            ONNX graph: ``n_fft = n1 * n2`` (1024 = 32 x 32), each frame gathered as ``n1`` contiguous
+            blocks of ``n2`` samples into a ``[block, frame, offset]`` layout and windowed; ``n1``-point DFTs
+            over the block index as one matrix product, ``n2``-point DFTs over the offset batched per
+            output ``k1`` with the twiddle factors folded into their matrices and only the columns holding
+            used bins, then the squared magnitudes through the mel matrix: every product contracts the
+            first or the last axis, so each is one large GEMM and no transpose is needed. See
+            :meth:`stream` for frames shared between overlapping windows.)
     """
 
     window: torch.Tensor
     mel_basis: torch.Tensor
     # the factored DFT's constants (stft="matmul" only)
-    window_ba: torch.Tensor
+    window_qr: torch.Tensor
     c1: torch.Tensor
     s1: torch.Tensor
-    tw_re: torch.Tensor
-    tw_im: torch.Tensor
-    c2: torch.Tensor
-    s2: torch.Tensor
-    mel_t: torch.Tensor
+    w2_re: torch.Tensor
+    w2_im: torch.Tensor
+    mel_w: torch.Tensor
+    block_offsets: torch.Tensor
 
     def __init__(self, params: FeatureParams | None = None, stft: str = "fft") -> None:
         super().__init__()
@@ -79,30 +134,41 @@ class LogMel(nn.Module):
         window = 0.5 - 0.5 * np.cos(2 * math.pi * np.arange(p.n_fft) / p.n_fft)
         consts: dict[str, np.ndarray] = {"window": window, "mel_basis": mel[:, lo : lo + self.n_bins]}
         if stft == "matmul":
-            n1, n2 = _factor(p.n_fft)
-            self.n1, self.n2 = n1, n2
-            # output bin k = k1 + n1 * k2: only the k2 rows that hold the used bins are computed
-            k2_lo, k2_hi = lo // n1, (lo + self.n_bins - 1) // n1 + 1
-            self.n_k2 = k2_hi - k2_lo
-            self.offset = lo - k2_lo * n1
-            # frames are gathered as whole blocks of gcd(n_fft, hop) samples (a Gather of rows)
-            self.block = math.gcd(p.n_fft, p.hop_length)
-            a = np.arange(n1)
-            ang1 = 2 * math.pi * np.outer(a, a) / n1  # [a, k1]
-            twiddle = -2 * math.pi * np.outer(np.arange(n2), a) / p.n_fft  # [b, k1]
-            ang2 = -2 * math.pi * np.outer(np.arange(n2), np.arange(k2_lo, k2_hi)) / n2  # [b, k2]
-            consts.update(
-                window_ba=window.reshape(n1, n2).T,  # sample n = n2 * a + b: the frame as [b, a]
-                c1=np.cos(ang1),
-                s1=-np.sin(ang1),
-                tw_re=np.cos(twiddle),
-                tw_im=np.sin(twiddle),
-                c2=np.cos(ang2),
-                s2=np.sin(ang2),
-                mel_t=mel[:, lo : lo + self.n_bins].T,
-            )
+            consts.update(self._factored_constants(window, mel))
         for key, value in consts.items():
-            self.register_buffer(key, torch.tensor(value.copy(), dtype=torch.float32), persistent=False)
+            dtype = torch.int64 if value.dtype.kind == "i" else torch.float32
+            self.register_buffer(key, torch.tensor(value.copy(), dtype=dtype), persistent=False)
+
+    def _factored_constants(self, window: np.ndarray, mel: np.ndarray) -> dict[str, np.ndarray]:
+        """The matrices of the factored DFT (see the class notes), in float64 before the float32 cast."""
+        p, lo = self.params, self.lo
+        n1, n2 = _block_factor(p)
+        self.n1, self.n2 = n1, n2
+        # output bin k = k1 + n1 * k2: only the k2 that hold used bins are computed
+        k2_lo, k2_hi = lo // n1, (lo + self.n_bins - 1) // n1 + 1
+        q, r = np.arange(n1), np.arange(n2)  # frame sample n = n2 * q + r: block q, offset r
+        # stage 1: length-n1 DFTs over the block index q (contiguous blocks of n2 samples)
+        ang1 = 2 * math.pi * np.outer(q, q) / n1  # [k1, q]
+        # stage 2, per k1: twiddle exp(-2 pi i r k1 / n_fft) times the length-n2 DFT over r, one angle
+        k = q[:, None, None] + n1 * np.arange(k2_lo, k2_hi)[None, None, :]  # [k1, 1, k2]: the bin
+        theta = 2 * math.pi * r[None, :, None] * k / p.n_fft  # [k1, r, k2]
+        cos, sin = np.cos(theta), np.sin(theta)
+        # (R + iI)(cos - i sin): R times [cos | -sin], I times [sin | cos] -> [re | im]
+        w2_re = np.concatenate([cos, -sin], axis=2)  # [k1, r, 2 * n_k2]
+        w2_im = np.concatenate([sin, cos], axis=2)
+        # mel weights of bin k for re^2 and for im^2 (zero outside the used bins)
+        bins = k[:, 0, :]  # [k1, k2]
+        inside = (bins >= lo) & (bins < lo + self.n_bins)
+        mel_k = np.where(inside[:, :, None], mel.T[np.clip(bins, 0, mel.shape[1] - 1)], 0.0)
+        return {
+            "window_qr": window.reshape(n1, 1, n2),
+            "c1": np.cos(ang1),
+            "s1": -np.sin(ang1),
+            "w2_re": w2_re,
+            "w2_im": w2_im,
+            "mel_w": np.concatenate([mel_k, mel_k], axis=1),  # [k1, 2 * n_k2, n_mels]
+            "block_offsets": q.reshape(n1, 1),
+        }
 
     def power(self, waveform: torch.Tensor) -> torch.Tensor:
         """Power spectrum ``[batch, bins, frames]`` of the used bins, by ``torch.stft``."""
@@ -118,26 +184,87 @@ class LogMel(nn.Module):
         )[:, self.lo : self.lo + self.n_bins]
         return spec.real.square() + spec.imag.square()
 
+    def frames_mel(self, signal: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """Mel power ``[frames, n_mels]`` of the frames of the flat ``signal`` starting at ``starts``
+        (``[frames]`` sample indices, multiples of ``n2``, as is ``len(signal)``; each frame is ``n_fft``
+        samples), by the factored DFT."""
+        n1, n2 = self.n1, self.n2
+        n = starts.shape[0]
+        blocks = signal.reshape(-1, n2)
+        index = (starts // n2).reshape(1, -1) + self.block_offsets  # [q, frame]
+        frames = torch.index_select(blocks, 0, index.reshape(-1)).reshape(n1, n, n2) * self.window_qr
+        frames = frames.reshape(n1, n * n2)
+        re = torch.matmul(self.c1, frames).reshape(n1, n, n2)  # [k1, frame, r]
+        im = torch.matmul(self.s1, frames).reshape(n1, n, n2)
+        y = torch.matmul(re, self.w2_re) + torch.matmul(im, self.w2_im)  # [k1, frame, (re|im, k2)]
+        return torch.matmul(y * y, self.mel_w).sum(dim=0)  # [frame, n_mels]
+
+    def stream(self, waveform: torch.Tensor, window_samples: int, hop_samples: int) -> torch.Tensor:
+        """Mel power ``[rows * k, n_mels, frames]`` of the ``k`` windows in each row of a stream.
+
+        Each row of ``waveform`` ``[rows, samples]`` is a contiguous piece of audio holding ``k = 1 +
+        (samples - window_samples) // hop_samples`` windows (samples past the last whole window are not
+        used); windows come out row by row, in time order. Every window's mel power equals that of the
+        window cut out and passed to :meth:`forward` alone: the frames inside a window are computed once
+        for the stream and shared, the frames at its edges are computed on its own zero padding
+        (:class:`StreamLayout`). ``stft="matmul"`` only; raises ``ValueError`` when the windows cannot
+        share frames (see :func:`stream_layout`).
+        """
+        if self.stft != "matmul":
+            raise ValueError("stream() needs stft='matmul'")
+        p = self.params
+        pad = p.n_fft // 2
+        lay = stream_layout(self.params, window_samples, hop_samples)
+        if lay is None:
+            raise ValueError(
+                f"windows of {window_samples} samples every {hop_samples} cannot share STFT frames "
+                f"(hop_length {self.params.hop_length}, n_fft {self.params.n_fft})"
+            )
+        rows, samples = waveform.shape
+        k = (samples - window_samples) // hop_samples + 1
+        # rows padded to whole blocks of n2 samples, then one flat signal
+        waveform = nn.functional.pad(waveform, (0, (-samples) % self.n2))
+        length = waveform.shape[1]
+        signal = waveform.reshape(-1)
+        row = torch.arange(rows).reshape(rows, 1)
+        # the stream's interior frames: t = j0 .. (k - 1) * stride + j1 of each row
+        n_t = (k - 1) * lay.stride + lay.j1 - lay.j0 + 1
+        t = torch.arange(n_t).reshape(1, -1) + lay.j0
+        mel_stream = self.frames_mel(signal, (row * length + t * p.hop_length - pad).reshape(-1))
+        # the edge frames of every window, sample by sample: the window's samples, zeros outside it
+        edges = torch.tensor(lay.edges)
+        e = len(lay.edges)
+        local = (edges * p.hop_length - pad).reshape(1, 1, e, 1) + torch.arange(p.n_fft)  # [1, 1, e, n_fft]
+        first = row.reshape(rows, 1, 1, 1) * length + (torch.arange(k) * hop_samples).reshape(1, k, 1, 1)
+        inside = (local >= 0) & (local < window_samples)
+        index = torch.where(inside, first + local, torch.zeros_like(local)).reshape(-1)
+        edge_frames = signal[index] * inside.to(signal.dtype).reshape(-1).repeat(rows * k)
+        mel_edges = self.frames_mel(edge_frames, torch.arange(rows * k * e) * p.n_fft)
+        mel = torch.cat([mel_stream, mel_edges])  # [rows * n_t + rows * k * e, n_mels]
+        # each window's frames: interior ones from its row's stream, edge ones its own
+        j = torch.arange(lay.n_frames)
+        interior = (j >= lay.j0) & (j <= lay.j1)
+        edge_of = torch.cumsum((~interior).to(torch.int64), 0) - 1  # frame j -> its edge number
+        w = torch.arange(k).reshape(1, k, 1)
+        r = row.reshape(rows, 1, 1)
+        pick = torch.where(
+            interior, r * n_t + w * lay.stride + j - lay.j0, rows * n_t + (r * k + w) * e + edge_of
+        )  # [rows, k, frames]
+        return mel[pick.reshape(-1)].reshape(rows * k, lay.n_frames, p.n_mels).transpose(1, 2)
+
     def _matmul_mel(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Mel power ``[batch, n_mels, frames]`` through the factored DFT (the ONNX form)."""
-        p, n1, n2, g = self.params, self.n1, self.n2, self.block
+        """Mel power ``[batch, n_mels, frames]`` through the factored DFT, window by window."""
+        p = self.params
         batch = waveform.shape[0]
         pad = p.n_fft // 2
-        x = nn.functional.pad(waveform, (pad, pad))  # constant (zero) padding, centred frames
+        samples = waveform.shape[-1]
+        n_frames = 1 + samples // p.hop_length
+        # constant (zero) padding, centred frames; then to whole blocks of n2 samples
+        x = nn.functional.pad(waveform, (pad, pad + (-(samples + 2 * pad)) % self.n2))
         length = x.shape[-1]
-        n_frames = 1 + (length - p.n_fft) // p.hop_length
-        blocks = x[:, : (length // g) * g].reshape(batch, length // g, g)
-        index = torch.arange(n_frames).unsqueeze(1) * (p.hop_length // g) + torch.arange(p.n_fft // g)
-        frames = blocks[:, index].reshape(batch, n_frames, n1, n2).transpose(2, 3) * self.window_ba
-        re = torch.matmul(frames, self.c1)  # [B, F, b, k1]
-        im = torch.matmul(frames, self.s1)
-        t_re = (re * self.tw_re - im * self.tw_im).transpose(2, 3)  # [B, F, k1, b]
-        t_im = (re * self.tw_im + im * self.tw_re).transpose(2, 3)
-        x_re = torch.matmul(t_re, self.c2) - torch.matmul(t_im, self.s2)  # [B, F, k1, k2]
-        x_im = torch.matmul(t_re, self.s2) + torch.matmul(t_im, self.c2)
-        power = (x_re * x_re + x_im * x_im).transpose(2, 3).reshape(batch, n_frames, n1 * self.n_k2)
-        power = power[:, :, self.offset : self.offset + self.n_bins]  # [B, F, bins]
-        return torch.matmul(power, self.mel_t).transpose(1, 2)
+        starts = torch.arange(batch).reshape(-1, 1) * length + torch.arange(n_frames) * p.hop_length
+        mel = self.frames_mel(x.reshape(-1), starts.reshape(-1))
+        return mel.reshape(batch, n_frames, p.n_mels).transpose(1, 2)
 
     def to_db(self, mel: torch.Tensor) -> torch.Tensor:
         """Mel power ``[batch, n_mels, frames]`` -> dB referenced to each window's maximum, floored."""
@@ -154,3 +281,28 @@ class LogMel(nn.Module):
         else:
             mel = torch.matmul(self.mel_basis, self.power(waveform))
         return self.to_db(mel).unsqueeze(1)
+
+
+class StreamLogMel(nn.Module):
+    """:class:`LogMel` on streams: ``[rows, samples]`` -> log-mel ``[rows * k, 1, n_mels, frames]``.
+
+    Each row is a contiguous piece of audio holding ``k = 1 + (samples - window_samples) // hop_samples``
+    windows (see :meth:`LogMel.stream`); a row of exactly ``window_samples`` is one window, computed as
+    :class:`LogMel` computes it. The module exists so that the exported graph's featurizer nodes carry the
+    ``featurizer`` name scope (quantization leaves them in float by it).
+    """
+
+    def __init__(self, params: FeatureParams | None, window_samples: int, hop_samples: int) -> None:
+        super().__init__()
+        self.logmel = LogMel(params, stft="matmul")
+        if stream_layout(self.logmel.params, window_samples, hop_samples) is None:
+            raise ValueError(
+                f"windows of {window_samples} samples every {hop_samples} cannot share STFT frames"
+            )
+        self.window_samples = window_samples
+        self.hop_samples = hop_samples
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Log-mel of every window of every row, row by row in time order."""
+        mel = self.logmel.stream(waveform, self.window_samples, self.hop_samples)
+        return self.logmel.to_db(mel).unsqueeze(1)

@@ -61,8 +61,20 @@ def test_artifact_graph_inputs_outputs_and_checker(fp32_artifact: Path) -> None:
     sess = _session(fp32_artifact)
     (inp,) = sess.get_inputs()
     assert inp.name == "waveform"
-    assert inp.shape[1] == 16_000 and not isinstance(inp.shape[0], int)  # fixed window, dynamic batch
+    # dynamic batch and samples: a row is one window (16 000 samples) or a stream of k windows at the hop
+    assert not isinstance(inp.shape[0], int) and not isinstance(inp.shape[1], int)
     assert [o.name for o in sess.get_outputs()] == ["probabilities", "logits"]
+    card = ModelCard.load(fp32_artifact)
+    assert card.stream_hop_samples == 8_000 and card.input_samples == 16_000
+    rng = np.random.default_rng(4)
+    stream = (rng.standard_normal((1, 16_000 + 5 * 8_000)) * 0.1).astype(np.float32)
+    windows = np.stack([stream[0, j * 8_000 : j * 8_000 + 16_000] for j in range(6)])
+    (per_window,) = sess.run(["probabilities"], {"waveform": windows})
+    (streamed,) = sess.run(["probabilities"], {"waveform": stream})
+    assert streamed.shape == per_window.shape == (6, 3)
+    assert float(np.abs(streamed - per_window).max()) <= FP32_TOL
+    # the export checked the stream input against the training featurizer too, and recorded it
+    assert card.parity["stream"]["max_abs_diff"] <= FP32_TOL and card.parity["stream"]["n_windows"] >= 6
     # the model, its card and the drift reference of the training split (vocalis.monitoring.reference)
     assert sorted(p.name for p in fp32_artifact.iterdir()) == [
         "model.json",
@@ -82,7 +94,7 @@ def test_card_fields_and_metadata(fp32_artifact: Path, trained_run: Path) -> Non
     assert (card["sample_rate"], card["window_s"], card["hop_s"]) == (16_000, 1.0, 0.5)
     assert card["features"]["n_mels"] == 32 and card["features"]["f_max"] == 7500.0
     assert card["architecture"] == "compact" and card["quantization"] is None and card["onnx_opset"] == 18
-    assert card["optimization"]["featurizer_graph"] == "LogMel(stft=matmul)"
+    assert card["optimization"]["featurizer_graph"] == "StreamLogMel(hop=8000)"  # the matmul STFT, streams
     # what the trainer wrote into the run is what the card carries
     run_metrics = json.loads((trained_run / "metrics.json").read_text())
     run_json = json.loads((trained_run / "run.json").read_text())

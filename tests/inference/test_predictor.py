@@ -203,3 +203,31 @@ def test_long_file_streams_in_bounded_memory(artifact: Path, tmp_path: Path) -> 
     assert int(n_windows) == minutes * 60
     # the whole file as float32 is 77 MB; streaming keeps a 30 s block (2 MB) and one batch
     assert float(delta_mb) < 25, f"peak RSS grew by {delta_mb} MB"
+
+
+def test_streamed_windows_equal_windows_one_by_one_and_a_card_without_streams(
+    artifact: Path, tmp_path: Path
+) -> None:
+    """A graph that takes streams gets each batch of consecutive windows as one stream; the same artifact
+    read with a card that does not say so (as exported before streams) gets one window a row. Same
+    probabilities; a hop off the stream's hop falls back to one window a row."""
+    new = Predictor.from_dir(artifact, threads=1, batch_size=5)
+    assert new.card.stream_hop_samples == SR // 2
+    old_dir = tmp_path / "no-streams"
+    shutil.copytree(artifact, old_dir)
+    card = json.loads((old_dir / "model.json").read_text())
+    del card["stream_hop_samples"]
+    (old_dir / "model.json").write_text(json.dumps(card))
+    old = Predictor.from_dir(old_dir, threads=1, batch_size=5)
+    assert old.card.stream_hop_samples is None
+    wave = np.concatenate(
+        [call(c, 1.3, SR, np.random.default_rng(2)) for c in ["beta", "alpha", "gamma"] * 4]
+    )
+    path = tmp_path / "calls.wav"
+    sf.write(path, wave, SR, subtype="FLOAT")
+    for hop in (None, 0.25):
+        a, b = new.predict(wave, hop_s=hop), old.predict(wave, hop_s=hop)
+        assert len(a.windows) == len(b.windows) > 5
+        assert np.abs(a.probabilities() - b.probabilities()).max() <= SAME_TOL
+        c = new.predict_stream(path, hop_s=hop, block_s=0.7)
+        assert np.abs(c.probabilities() - b.probabilities()).max() <= SAME_TOL

@@ -48,6 +48,9 @@ class ModelCard(BaseModel):
     onnx_opset: int | None = None
     #: samples per input window (``round(window_s * sample_rate)``): the ONNX input's fixed second axis
     input_samples: int | None = None
+    #: the window hop (samples) at which ``model.onnx`` also takes streams (rows of k windows, see
+    #: docs/artifact.md); ``None``: one window per row only (artifacts exported before streams)
+    stream_hop_samples: int | None = Field(default=None, gt=0)
     #: how the export-time parity check went: tolerance, measured difference, number and source of windows
     parity: dict[str, Any] = Field(default_factory=dict)
     #: optimisation facts: pruning amount, int8 accuracy gate, calibration

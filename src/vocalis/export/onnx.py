@@ -4,11 +4,12 @@
 
 1. rebuild the network from a checkpoint (:func:`vocalis.models.checkpoint.load_network`) and put
    :class:`vocalis.features.LogMel` in front of it and a softmax behind it;
-2. export with the dynamo exporter: input ``waveform`` ``[batch, samples]`` (dynamic batch, the trained
-   window length), outputs ``probabilities`` and ``logits``;
+2. export with the dynamo exporter: input ``waveform`` ``[rows, samples]`` (dynamic rows; a row is one
+   trained window or, when the run's hop lets windows share STFT frames, a stream of windows at that hop,
+   see :class:`vocalis.features.StreamLogMel`), outputs ``probabilities`` and ``logits`` (one row a window);
 3. check the graph (``onnx.checker``) and the numbers: onnxruntime against PyTorch on real windows decoded
-   from the run's feature cache (synthetic ones when the audio is not at hand), max |Δprob| within
-   ``parity_tol`` (default 1e-4);
+   from the run's feature cache (synthetic ones when the audio is not at hand), one window a row and as
+   streams, max |Δprob| within ``parity_tol`` (default 1e-4);
 4. optionally quantize to int8 behind the accuracy gate (:mod:`vocalis.export.quantize`);
 5. write ``model.json`` and the same facts into the ONNX ``metadata_props``.
 
@@ -39,7 +40,7 @@ from vocalis.contracts.runtime import onnx_session
 from vocalis.errors import ArtifactError, ConfigError
 from vocalis.export.check_windows import AudioWindows, cache_windows, folder_windows, synthetic_windows
 from vocalis.export.parity import onnx_probabilities, parity_report
-from vocalis.features import STFT_KINDS, LogMel
+from vocalis.features import STFT_KINDS, LogMel, StreamLogMel, stream_layout
 from vocalis.models.checkpoint import LoadedNetwork, load_network
 
 log = logging.getLogger(__name__)
@@ -69,24 +70,63 @@ class WaveformClassifier(nn.Module):
         return torch.softmax(logits, dim=-1), logits
 
 
-def build_classifier(loaded: LoadedNetwork, stft: str = "fft") -> WaveformClassifier:
+def stream_hop_samples(loaded: LoadedNetwork, stft: str = "matmul") -> int | None:
+    """The window hop (samples, the run's ``hop_s``) at which the exported graph takes streams, or ``None``
+    when its windows cannot share STFT frames (``stft="fft"``, a hop that is not a whole number of STFT
+    hops, windows that do not overlap): then the graph takes one window per row only."""
+    if stft != "matmul":
+        return None
+    sr = loaded.features.sample_rate
+    hop = max(1, round(loaded.hop_s * sr))
+    return hop if stream_layout(loaded.features, loaded.window_samples, hop) is not None else None
+
+
+def build_classifier(loaded: LoadedNetwork, stft: str = "fft", *, stream: bool = False) -> WaveformClassifier:
     """The exported module for a loaded network, in eval mode: :class:`LogMel`, the network, a softmax.
 
     ``stft="fft"`` is LogMel exactly as training ran it (the reference the parity check compares against);
-    ``"matmul"`` is the same LogMel with its STFT as matrix products, 1.5-1.75x faster in onnxruntime than
-    the ONNX ``STFT`` operator that ``torch.stft`` exports to.
+    ``"matmul"`` is the same LogMel with its STFT as matrix products, faster in onnxruntime than the ONNX
+    ``STFT`` and ``DFT`` operators (measured in ``benchmarks/bench_inference.py``). ``stream=True`` (matmul
+    only, when :func:`stream_hop_samples` allows) takes streams: rows of ``k`` windows at the run's hop,
+    whose STFT frames are computed once (:class:`vocalis.features.StreamLogMel`).
     """
     if stft not in STFT_KINDS:
         raise ConfigError(f"stft: choose one of {STFT_KINDS}, got '{stft}'")
-    return WaveformClassifier(LogMel(loaded.features, stft=stft), loaded.net).eval()
+    hop = stream_hop_samples(loaded, stft) if stream else None
+    if stream and hop is None:
+        raise ConfigError(
+            f"stream: windows of {loaded.window_s} s every {loaded.hop_s} s cannot share STFT frames "
+            f"(stft={stft}, STFT hop {loaded.features.hop_length} samples)"
+        )
+    featurizer: nn.Module = (
+        StreamLogMel(loaded.features, loaded.window_samples, hop)
+        if hop is not None
+        else LogMel(loaded.features, stft=stft)
+    )
+    return WaveformClassifier(featurizer, loaded.net).eval()
 
 
-def export_onnx(module: nn.Module, window_samples: int, path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Export ``module`` (waveform -> probabilities, logits) to ``path`` with a dynamic batch axis."""
+def export_onnx(
+    module: nn.Module,
+    window_samples: int,
+    path: str | Path,
+    opset: int = DEFAULT_OPSET,
+    *,
+    stream_hop: int | None = None,
+) -> Path:
+    """Export ``module`` (waveform -> probabilities, logits) to ``path`` with a dynamic batch axis.
+
+    With ``stream_hop`` (a module whose featurizer is :class:`StreamLogMel`) the samples axis is dynamic
+    too: a row of ``window_samples + (k - 1) * stream_hop`` samples gives ``k`` windows.
+    """
     path = Path(path)
-    example = torch.zeros(2, window_samples)
+    # a stream example of three windows: the trace must not see k == 1 as a constant
+    example = torch.zeros(2, window_samples + (2 * stream_hop if stream_hop else 0))
     example[:, ::97] = 0.1  # not all zeros: nothing data dependent, but keep the trace honest
     batch = torch.export.Dim("batch", min=1, max=65536)
+    axes: dict[int, Any] = {0: batch}
+    if stream_hop:
+        axes[1] = torch.export.Dim("samples", min=window_samples, max=2**31 - 1)
     try:
         program = torch.onnx.export(
             module,
@@ -94,7 +134,7 @@ def export_onnx(module: nn.Module, window_samples: int, path: str | Path, opset:
             dynamo=True,
             input_names=["waveform"],
             output_names=["probabilities", "logits"],
-            dynamic_shapes=({0: batch},),
+            dynamic_shapes=(axes,),
             opset_version=opset,
             verbose=False,
         )
@@ -152,6 +192,25 @@ def torch_probabilities(module: nn.Module, windows: np.ndarray, batch_size: int 
         for i in range(0, len(windows), batch_size)
     ]
     return np.concatenate(out)
+
+
+def stream_parity(
+    session: Any, reference_module: nn.Module, waveforms: np.ndarray, hop: int, rows: int = 2
+) -> dict[str, Any]:
+    """Parity of the graph's stream input: the parity windows laid end to end as ``rows`` streams, their
+    windows at ``hop`` cut out and run through the reference (LogMel as training ran it) one by one,
+    against the graph run on the streams. Every frame sharing and edge case of a real stream is in it."""
+    w = waveforms.shape[1]
+    audio = waveforms.reshape(-1)
+    per_row = max(1, (len(audio) // rows - w) // hop + 1)
+    span = w + (per_row - 1) * hop
+    streams = np.stack([audio[i * span : (i + 1) * span] for i in range(min(rows, len(audio) // span))])
+    cut = np.stack([s[j * hop : j * hop + w] for s in streams for j in range(per_row)])
+    reference = torch_probabilities(reference_module, cut)
+    got = session.run(["probabilities"], {"waveform": streams})[0]
+    report = parity_report(reference, got) if got.shape == reference.shape else {"max_abs_diff": float("inf")}
+    report.update(n_windows=len(cut), n_streams=len(streams), hop_samples=hop)
+    return report
 
 
 @dataclass
@@ -394,24 +453,30 @@ def export_artifact(
         )
 
     reference_module = build_classifier(loaded, "fft")  # LogMel as training computed it
-    module = build_classifier(loaded, stft)
-    optimization["featurizer_graph"] = f"LogMel(stft={stft})"
+    stream_hop = stream_hop_samples(loaded, stft)
+    module = build_classifier(loaded, stft, stream=stream_hop is not None)
+    optimization["featurizer_graph"] = (
+        f"StreamLogMel(hop={stream_hop})" if stream_hop else f"LogMel(stft={stft})"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
         fp32_path = staging / "model.fp32.onnx"
-        export_onnx(module, window_samples, fp32_path, opset)
+        export_onnx(module, window_samples, fp32_path, opset, stream_hop=stream_hop)
         check_model(fp32_path)
         windows = parity_windows(loaded, cache_dir)
         session = onnx_session(fp32_path)
         reference = torch_probabilities(reference_module, windows.waveforms)
         parity = parity_report(reference, onnx_probabilities(session, windows.waveforms))
         parity.update(tolerance=parity_tol, n_windows=len(windows), windows=windows.source)
+        if stream_hop:
+            parity["stream"] = stream_parity(session, reference_module, windows.waveforms, stream_hop)
         log.info("fp32 parity: %s", parity)
-        if not parity["max_abs_diff"] <= parity_tol:
+        worst = max(parity["max_abs_diff"], parity.get("stream", {}).get("max_abs_diff", 0.0))
+        if not worst <= parity_tol:
             raise ArtifactError(
                 f"{facts.checkpoint}: onnxruntime and PyTorch disagree: max |Δprob| "
-                f"{parity['max_abs_diff']:.3g} > {parity_tol:g} on {len(windows)} {windows.source} windows"
+                f"{worst:.3g} > {parity_tol:g} on {len(windows)} {windows.source} windows"
             )
         quant_report = None
         final = staging / MODEL_FILE
@@ -466,6 +531,7 @@ def export_artifact(
             quantization=quantize,
             onnx_opset=opset,
             input_samples=window_samples,
+            stream_hop_samples=stream_hop,
             parity=parity,
             optimization=optimization,
             source={

@@ -12,6 +12,11 @@ is the end of the audio. Short recordings follow the project's one rule
 (:func:`~vocalis.contracts.windows.require_featurizable`): any recording with a sample is predicted,
 zero-padded to a window; one with none is refused.
 
+Streams. An artifact whose card has ``stream_hop_samples`` also takes rows holding several consecutive
+windows at that hop and computes their shared STFT frames once (docs/artifact.md); :meth:`predict` and
+:meth:`predict_stream` feed it each batch of consecutive windows as one such row when the hop is the card's,
+and one window a row otherwise. Older artifacts get one window a row. The probabilities are the same.
+
 Long files. :meth:`Predictor.predict_stream` reads blocks with :func:`vocalis.audio.stream` and keeps the
 samples of the windows that straddle a block boundary, so its windows are the same samples as the
 whole-file path's while memory stays bounded by one block plus one batch.
@@ -151,6 +156,8 @@ class Predictor:
         self._input = session.get_inputs()[0].name
         outputs = [o.name for o in session.get_outputs()]
         self._output = "probabilities" if "probabilities" in outputs else outputs[0]
+        # the hop at which the graph takes streams (rows of consecutive windows); None: one window a row
+        self._stream_hop = card.stream_hop_samples
 
     # -- loading ------------------------------------------------------------------------------------
     @classmethod
@@ -174,6 +181,14 @@ class Predictor:
         if len(inputs) != 1 or len(inputs[0].shape) != 2:
             raise ArtifactError(f"{model_path}: expected one input [batch, samples], got {inputs}")
         samples = inputs[0].shape[1]
+        if not isinstance(samples, int):  # a stream graph: the window it was exported for is in its metadata
+            exported = session.get_modelmeta().custom_metadata_map.get("vocalis.input_samples", "")
+            samples = int(exported) if exported.isdigit() else samples
+        elif card.stream_hop_samples is not None:
+            raise ArtifactError(
+                f"{model_path}: the card says the model takes streams (hop {card.stream_hop_samples} "
+                f"samples) but its input has a fixed length of {samples} samples"
+            )
         if isinstance(samples, int) and samples != card.window_samples:
             raise ArtifactError(
                 f"{model_path}: the model takes {samples} samples per window but the card says "
@@ -226,6 +241,25 @@ class Predictor:
             self.session.run([self._output], {self._input: x[i : i + bs]})[0] for i in range(0, len(x), bs)
         ]
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, len(self.classes)), np.float32)
+
+    def _predict_consecutive(self, windows: np.ndarray, hop: int, batch_size: int | None) -> np.ndarray:
+        """Probabilities of windows that follow each other ``hop`` samples apart (cut from one padded
+        signal). A graph that takes streams at this hop gets them as one stream per batch, so it computes
+        their shared STFT frames once; any other graph (or hop) gets them one window a row. The
+        probabilities are the same either way (the export-time stream parity check)."""
+        w = self.card.window_samples
+        if self._stream_hop is None or hop != self._stream_hop or hop > w or len(windows) < 2:
+            return self.predict_windows(windows, batch_size)
+        x = np.ascontiguousarray(windows, dtype=np.float32)
+        bs = batch_size or self.batch_size
+        out = []
+        for i in range(0, len(x), bs):
+            chunk = x[i : i + bs]
+            # consecutive windows overlap by w - hop samples: the stream is the first window and then
+            # the last hop samples of each following one
+            row = np.concatenate([chunk[0], chunk[1:, w - hop :].reshape(-1)])
+            out.append(self.session.run([self._output], {self._input: row[None, :]})[0])
+        return np.concatenate(out).astype(np.float32)
 
     def _results(
         self,
@@ -321,7 +355,10 @@ class Predictor:
         bs = batch_size or self.batch_size
         # windows are cut one batch at a time: cutting them all at once costs n_windows * window bytes
         # (a small hop on a long recording asks for gigabytes), a batch costs bs * window
-        probs_parts = [self.predict_windows(batch, bs) for batch in self._cut_batches(wave, spec, bs)]
+        probs_parts = [
+            self._predict_consecutive(batch, spec.hop_samples, bs)
+            for batch in self._cut_batches(wave, spec, bs)
+        ]
         probs = np.concatenate(probs_parts)
         windows = self._results(probs, spec.starts(len(wave)), len(wave), spec, top_k, min_conf)
         return self._file_prediction(label, duration, sr, channels, windows, spec)
@@ -365,7 +402,7 @@ class Predictor:
         windows: list[WindowPrediction] = []
         total = 0
         for chunk_starts, chunk, total in self._stream_windows(path, spec, label, block_s, batch_size):
-            probs = self.predict_windows(chunk, batch_size)
+            probs = self._predict_consecutive(chunk, spec.hop_samples, batch_size)
             # the final window's end needs the final length; every other window is whole
             windows.extend(self._results(probs, chunk_starts, 1 << 62, spec, top_k, min_conf))
             if on_progress is not None:
