@@ -5,7 +5,8 @@
 1. rebuild the network from a checkpoint (:func:`vocalis.models.checkpoint.load_network`) and put
    :class:`vocalis.features.LogMel` in front of it and a softmax behind it;
 2. export with the dynamo exporter: input ``waveform`` ``[batch, samples]`` (dynamic batch, the trained
-   window length), outputs ``probabilities`` and ``logits``;
+   window length), outputs ``probabilities``, ``logits`` and (our networks) ``embedding``, the
+   penultimate layer ``[batch, D]`` that drift monitoring summarises;
 3. check the graph (``onnx.checker``) and the numbers: onnxruntime against PyTorch on real windows decoded
    from the run's feature cache (synthetic ones when the audio is not at hand), max |Δprob| within
    ``parity_tol`` (default 1e-4);
@@ -40,6 +41,7 @@ from vocalis.errors import ArtifactError, ConfigError
 from vocalis.export.check_windows import AudioWindows, cache_windows, folder_windows, synthetic_windows
 from vocalis.export.parity import onnx_probabilities, parity_report
 from vocalis.features import STFT_KINDS, LogMel
+from vocalis.models import embed_and_logits, supports_embedding
 from vocalis.models.checkpoint import LoadedNetwork, load_network
 
 log = logging.getLogger(__name__)
@@ -52,21 +54,32 @@ PARITY_WINDOWS = 24
 
 
 class WaveformClassifier(nn.Module):
-    """Waveforms ``[B, samples]`` -> ``(probabilities, logits)``: the featurizer, the network, a softmax.
+    """Waveforms ``[B, samples]`` -> ``(probabilities, logits[, embedding])``: the featurizer, the network,
+    a softmax, and (for networks whose penultimate layer is known) that layer as a third output.
 
     The featurizer is the attribute ``featurizer``; its nodes carry that name scope in the ONNX graph, which
     lets quantization leave them in float.
     """
 
-    def __init__(self, featurizer: nn.Module, net: nn.Module) -> None:
+    def __init__(self, featurizer: nn.Module, net: nn.Module, *, embedding: bool | None = None) -> None:
         super().__init__()
         self.featurizer = featurizer
         self.net = net
+        self.with_embedding = supports_embedding(net) if embedding is None else embedding
 
-    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class probabilities and logits of each window."""
-        logits = self.net(self.featurizer(waveform))
-        return torch.softmax(logits, dim=-1), logits
+    @property
+    def output_names(self) -> list[str]:
+        """The ONNX output names, in the order :meth:`forward` returns them."""
+        return ["probabilities", "logits", *(["embedding"] if self.with_embedding else [])]
+
+    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Class probabilities and logits of each window, and its embedding when ``with_embedding``."""
+        x = self.featurizer(waveform)
+        if not self.with_embedding:
+            logits = self.net(x)
+            return torch.softmax(logits, dim=-1), logits
+        emb, logits = embed_and_logits(self.net, x)  # one pass: the embedding costs no extra inference
+        return torch.softmax(logits, dim=-1), logits, emb
 
 
 def build_classifier(loaded: LoadedNetwork, stft: str = "fft") -> WaveformClassifier:
@@ -93,7 +106,7 @@ def export_onnx(module: nn.Module, window_samples: int, path: str | Path, opset:
             (example,),
             dynamo=True,
             input_names=["waveform"],
-            output_names=["probabilities", "logits"],
+            output_names=list(getattr(module, "output_names", ["probabilities", "logits"])),
             dynamic_shapes=({0: batch},),
             opset_version=opset,
             verbose=False,

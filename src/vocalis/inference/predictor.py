@@ -103,6 +103,8 @@ class FilePrediction:
     window_s: float = 0.0
     hop_s: float = 0.0
     classes: list[str] = field(default_factory=list)
+    #: mean of the windows' penultimate-layer embeddings ``[D]``, when asked for and the model has one
+    embedding: np.ndarray | None = None
 
     def probabilities(self) -> np.ndarray:
         """All window probabilities as ``[n_windows, n_classes]``."""
@@ -151,6 +153,8 @@ class Predictor:
         self._input = session.get_inputs()[0].name
         outputs = [o.name for o in session.get_outputs()]
         self._output = "probabilities" if "probabilities" in outputs else outputs[0]
+        # optional third output (artifacts exported before it have none)
+        self._embedding = "embedding" if "embedding" in outputs else None
 
     # -- loading ------------------------------------------------------------------------------------
     @classmethod
@@ -199,6 +203,11 @@ class Predictor:
         return int(self.card.sample_rate)
 
     @property
+    def has_embedding(self) -> bool:
+        """Whether the model has the ``embedding`` output (its penultimate layer)."""
+        return self._embedding is not None
+
+    @property
     def version(self) -> str:
         """The artifact's version string."""
         return str(self.card.version)
@@ -226,6 +235,31 @@ class Predictor:
             self.session.run([self._output], {self._input: x[i : i + bs]})[0] for i in range(0, len(x), bs)
         ]
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, len(self.classes)), np.float32)
+
+    def predict_windows_embedded(
+        self, windows: np.ndarray, batch_size: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities ``[n, n_classes]`` and embeddings ``[n, D]``, both from the same session runs.
+
+        Raises :class:`ArtifactError` when the model has no ``embedding`` output (exported before it).
+        """
+        if self._embedding is None:
+            raise ArtifactError(
+                f"{self.directory or 'model'}: the model has no 'embedding' output (export it again with "
+                "this version of vocalis)"
+            )
+        x = np.ascontiguousarray(windows, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.card.window_samples:
+            raise ValueError(f"windows must be [n, {self.card.window_samples}], got {list(x.shape)}")
+        bs = batch_size or self.batch_size
+        runs = [
+            self.session.run([self._output, self._embedding], {self._input: x[i : i + bs]})
+            for i in range(0, len(x), bs)
+        ]
+        if not runs:
+            return np.zeros((0, len(self.classes)), np.float32), np.zeros((0, 0), np.float32)
+        probs = np.concatenate([r[0] for r in runs]).astype(np.float32)
+        return probs, np.concatenate([r[1] for r in runs]).astype(np.float32)
 
     def _results(
         self,
@@ -291,6 +325,7 @@ class Predictor:
         min_conf: float = 0.0,
         name: str | None = None,
         batch_size: int | None = None,
+        embedding: bool = False,
     ) -> FilePrediction:
         """Predict one recording held in memory.
 
@@ -303,6 +338,8 @@ class Predictor:
             min_conf: labels below this probability are left out of ``top`` (``probs`` keeps them all).
             name: how to call the recording in results and errors.
             batch_size: windows per onnxruntime call (default: the predictor's).
+            embedding: also return the mean window embedding (``FilePrediction.embedding``), from the
+                same session runs; :class:`ArtifactError` when the model has none.
         """
         spec = self.window_spec(window_s, hop_s)
         if isinstance(source, np.ndarray):
@@ -321,10 +358,16 @@ class Predictor:
         bs = batch_size or self.batch_size
         # windows are cut one batch at a time: cutting them all at once costs n_windows * window bytes
         # (a small hop on a long recording asks for gigabytes), a batch costs bs * window
-        probs_parts = [self.predict_windows(batch, bs) for batch in self._cut_batches(wave, spec, bs)]
-        probs = np.concatenate(probs_parts)
+        if embedding:
+            parts = [self.predict_windows_embedded(b, bs) for b in self._cut_batches(wave, spec, bs)]
+            probs, emb = np.concatenate([p for p, _ in parts]), np.concatenate([e for _, e in parts])
+        else:
+            probs_parts = [self.predict_windows(b, bs) for b in self._cut_batches(wave, spec, bs)]
+            probs, emb = np.concatenate(probs_parts), None
         windows = self._results(probs, spec.starts(len(wave)), len(wave), spec, top_k, min_conf)
-        return self._file_prediction(label, duration, sr, channels, windows, spec)
+        fp = self._file_prediction(label, duration, sr, channels, windows, spec)
+        fp.embedding = emb.mean(axis=0) if emb is not None else None
+        return fp
 
     @staticmethod
     def _cut_batches(wave: np.ndarray, spec: WindowSpec, batch_size: int) -> Iterator[np.ndarray]:

@@ -106,6 +106,7 @@ def predict_upload(
             top_k=min(opts.top_k, len(predictor.classes)),
             min_conf=opts.min_conf,
             name=name,
+            embedding=predictor.has_embedding,  # same session run; logged for embedding drift
         )
     except (ValueError, ConfigError) as exc:  # e.g. a window the model cannot take
         raise ApiError(422, "invalid_option", str(exc)) from None

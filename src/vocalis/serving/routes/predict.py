@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from vocalis.contracts.audio_summary import summarize
 from vocalis.inference import Predictor
 from vocalis.inference.file_result import file_result
+from vocalis.monitoring.embedding import embedding_summary
 from vocalis.serving.api_errors import ApiError
 from vocalis.serving.prediction import PredictOptions, predict_upload
 from vocalis.serving.request_context import request_id_var
@@ -110,6 +111,7 @@ def serve_file(
         site=opts.site,
         device=opts.device,
         upload_path=store_upload(state.settings, data, request_id, index, name),
+        embedding=embedding_summary(fp.embedding),
     )
     return ServedFile(result, row)
 
