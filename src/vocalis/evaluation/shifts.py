@@ -56,6 +56,11 @@ STRENGTH_UNITS: dict[str, str] = {
 ProbsOf = Callable[[np.ndarray], np.ndarray]
 
 
+def default_strengths(kind: str, sample_rate: int) -> list[float]:
+    """:data:`DEFAULT_STRENGTHS` of ``kind`` that make sense at ``sample_rate`` (cutoffs below Nyquist)."""
+    return [s for s in DEFAULT_STRENGTHS[kind] if kind != "lowpass" or s < sample_rate / 2]
+
+
 def check_shift(kind: str, strength: float, sample_rate: int) -> None:
     """:class:`ConfigError` naming ``--shift``/``--strength`` when the pair makes no sense."""
     if kind not in SHIFT_KINDS:
@@ -208,4 +213,5 @@ def evaluate_shifts(
     if not loaded.cache_dir:
         raise CacheError("checkpoint: no cache_dir recorded; cannot find the recordings it was tested on")
     recordings = split_recordings(loaded.cache_dir, split, list(loaded.classes), loaded.features.sample_rate)
-    return shift_accuracy(recordings, probs_of, kind, list(strengths or DEFAULT_STRENGTHS[kind]), seed=seed)
+    chosen = list(strengths or default_strengths(kind, loaded.features.sample_rate))
+    return shift_accuracy(recordings, probs_of, kind, chosen, seed=seed)
