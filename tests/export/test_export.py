@@ -62,7 +62,7 @@ def test_artifact_graph_inputs_outputs_and_checker(fp32_artifact: Path) -> None:
     (inp,) = sess.get_inputs()
     assert inp.name == "waveform"
     assert inp.shape[1] == 16_000 and not isinstance(inp.shape[0], int)  # fixed window, dynamic batch
-    assert [o.name for o in sess.get_outputs()] == ["probabilities", "logits"]
+    assert [o.name for o in sess.get_outputs()] == ["probabilities", "logits", "embedding"]
     # the model, its card and the drift reference of the training split (vocalis.monitoring.reference)
     assert sorted(p.name for p in fp32_artifact.iterdir()) == [
         "model.json",
