@@ -96,6 +96,7 @@ def _detection(ref: Reference, frame: pd.DataFrame, draws: int, size: int, seed:
 
 def _plot(results: list[dict[str, Any]], clean: float, path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -109,6 +110,8 @@ def _plot(results: list[dict[str, Any]], clean: float, path: Path) -> None:
         ax.set_xlabel(STRENGTH_UNITS[kind])
         if kind == "lowpass":
             ax.set_xscale("log")
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.set_xticks([p[0] for p in pts], [f"{p[0] / 1000:g}k" for p in pts])
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (recordings)")
     axes[0].set_ylim(0, 1.03)
@@ -131,7 +134,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=Path("docs/robustness.json"))
     parser.add_argument("--plot", type=Path, default=Path("docs/robustness.png"))
+    parser.add_argument("--replot", action="store_true", help="only redraw the plot from --json")
     args = parser.parse_args()
+    if args.replot:
+        done = json.loads(args.json.read_text())
+        _plot(done["shifts"], done["unshifted_accuracy"], args.plot)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("vocalis").setLevel(logging.WARNING)
 
