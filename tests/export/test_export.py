@@ -63,7 +63,7 @@ def test_artifact_graph_inputs_outputs_and_checker(fp32_artifact: Path) -> None:
     assert inp.name == "waveform"
     # dynamic batch and samples: a row is one window (16 000 samples) or a stream of k windows at the hop
     assert not isinstance(inp.shape[0], int) and not isinstance(inp.shape[1], int)
-    assert [o.name for o in sess.get_outputs()] == ["probabilities", "logits"]
+    assert [o.name for o in sess.get_outputs()] == ["probabilities", "logits", "embedding"]
     card = ModelCard.load(fp32_artifact)
     assert card.stream_hop_samples == 8_000 and card.input_samples == 16_000
     rng = np.random.default_rng(4)

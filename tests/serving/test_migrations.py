@@ -19,7 +19,7 @@ def test_a_database_made_before_migrations_is_stamped_and_upgraded(tmp_path: Pat
     check_migrated(url, n_old=3)
     # opening it again is a no-op: same revision, same rows
     store = PredictionStore(url)
-    assert store.count() == 4 and current_revision(store.engine) == "0002"
+    assert store.count() == 4 and current_revision(store.engine) == "0003"
     store.close()
 
 
@@ -62,4 +62,5 @@ def test_migrations_ship_inside_the_package() -> None:
     assert {p.name for p in (MIGRATIONS_DIR / "versions").glob("r*.py")} >= {
         "r0001_baseline.py",
         "r0002_model_name.py",
+        "r0003_embedding.py",
     }

@@ -107,12 +107,13 @@ def check_migrated(url: str, n_old: int) -> None:
     """Open ``url`` with the current store and check the old rows survived and new writes work."""
     store = PredictionStore(url)
     try:
-        assert current_revision(store.engine) == head_revision() == "0002"
+        assert current_revision(store.engine) == head_revision() == "0003"
         rows = store.rows()
         assert [r["request_id"] for r in rows] == [f"old-{i}" for i in range(n_old)]
         assert rows[1]["confidence"] == pytest.approx(0.51) and rows[0]["site"] == "reef-1"
         assert rows[0]["probabilities"] == {"Humpback Whale": 0.5, "Killer Whale": 0.5}
         assert all(r["model_name"] is None for r in rows)  # not recorded before revision 0002
+        assert all(r["embedding"] is None for r in rows)  # nor the embedding before revision 0003
         store.add([_new("new-1")])
         new = store.rows()[-1]
         assert (new["request_id"], new["model_name"], new["channels"]) == ("new-1", "reef-model", 2)

@@ -131,19 +131,55 @@ def evaluate_command(
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Where to write the report (default RUN_DIR/evaluation/<ckpt>-<split>)."
     ),
+    shift: str | None = typer.Option(
+        None, "--shift", help="Measure accuracy under a shift: noise, gain, lowpass, resample or timeshift."
+    ),
+    strength: list[float] | None = typer.Option(
+        None, "--strength", help="Shift strength (repeatable; default: the study's strengths, see docs)."
+    ),
 ) -> None:
     """Evaluate a run's checkpoint on a split of its feature cache.
 
     Prints accuracy, macro-F1, balanced accuracy, macro AUROC and per-class precision/recall/F1/support,
     and writes metrics.json, confusion_matrix.png (row-normalised), per_class.csv and misclassified.csv
     (path, start/end, true label, top-3 predictions).
+
+    With --shift, scores each recording of the split unshifted and under the shift at each --strength
+    (noise: SNR dB, gain: dB, lowpass: cutoff Hz, resample: rate factor, timeshift: seconds of leading
+    silence) and prints the accuracy table; -o then names a JSON file for it (docs/robustness.md).
     """
+    if shift is not None:
+        _evaluate_shift(run_dir, checkpoint, split, output, shift, strength)
+        return
     from vocalis.evaluation.evaluate import evaluate_run
 
     with console.status(f"evaluating {run_dir} ({checkpoint}, {split})"):
         result = evaluate_run(run_dir, checkpoint=checkpoint, split=split, output_dir=output)
     console.print(metrics_table(result.metrics, f"{split} metrics of {result.checkpoint}"))
     console.print(f"[green]report[/] {result.output_dir}")
+
+
+def _evaluate_shift(
+    run_dir: Path, checkpoint: str, split: str, output: Path | None, shift: str, strength: list[float] | None
+) -> None:
+    import json
+
+    from vocalis.evaluation.shifts import STRENGTH_UNITS, evaluate_shifts
+
+    with console.status(f"evaluating {run_dir} under {shift} shifts ({split})"):
+        rows = evaluate_shifts(run_dir, shift, strength, checkpoint=checkpoint, split=split)
+    table = Table(title=f"{split} accuracy of {run_dir} under {shift}")
+    table.add_column(f"strength ({STRENGTH_UNITS.get(shift, '')})", justify="right")
+    table.add_column("accuracy", justify="right")
+    table.add_column("recordings", justify="right")
+    for r in rows:
+        table.add_row("unshifted" if r["strength"] is None else f"{r['strength']:g}", f"{r['accuracy']:.4f}",
+                      str(r["n"]))  # fmt: skip
+    console.print(table)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(rows, indent=2) + "\n")
+        console.print(f"[green]results[/] {output}")
 
 
 def sweep_command(

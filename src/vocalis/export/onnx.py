@@ -6,7 +6,8 @@
    :class:`vocalis.features.LogMel` in front of it and a softmax behind it;
 2. export with the dynamo exporter: input ``waveform`` ``[rows, samples]`` (dynamic rows; a row is one
    trained window or, when the run's hop lets windows share STFT frames, a stream of windows at that hop,
-   see :class:`vocalis.features.StreamLogMel`), outputs ``probabilities`` and ``logits`` (one row a window);
+   see :class:`vocalis.features.StreamLogMel`), outputs ``probabilities``, ``logits`` and (our networks)
+   ``embedding``, the penultimate layer ``[windows, D]`` that drift monitoring summarises (one row a window);
 3. check the graph (``onnx.checker``) and the numbers: onnxruntime against PyTorch on real windows decoded
    from the run's feature cache (synthetic ones when the audio is not at hand), one window a row and as
    streams, max |Δprob| within ``parity_tol`` (default 1e-4);
@@ -41,6 +42,7 @@ from vocalis.errors import ArtifactError, ConfigError
 from vocalis.export.check_windows import AudioWindows, cache_windows, folder_windows, synthetic_windows
 from vocalis.export.parity import onnx_probabilities, parity_report
 from vocalis.features import STFT_KINDS, LogMel, StreamLogMel, stream_layout
+from vocalis.models import embed_and_logits, supports_embedding
 from vocalis.models.checkpoint import LoadedNetwork, load_network
 
 log = logging.getLogger(__name__)
@@ -53,21 +55,32 @@ PARITY_WINDOWS = 24
 
 
 class WaveformClassifier(nn.Module):
-    """Waveforms ``[B, samples]`` -> ``(probabilities, logits)``: the featurizer, the network, a softmax.
+    """Waveforms ``[B, samples]`` -> ``(probabilities, logits[, embedding])``: the featurizer, the network,
+    a softmax, and (for networks whose penultimate layer is known) that layer as a third output.
 
     The featurizer is the attribute ``featurizer``; its nodes carry that name scope in the ONNX graph, which
     lets quantization leave them in float.
     """
 
-    def __init__(self, featurizer: nn.Module, net: nn.Module) -> None:
+    def __init__(self, featurizer: nn.Module, net: nn.Module, *, embedding: bool | None = None) -> None:
         super().__init__()
         self.featurizer = featurizer
         self.net = net
+        self.with_embedding = supports_embedding(net) if embedding is None else embedding
 
-    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class probabilities and logits of each window."""
-        logits = self.net(self.featurizer(waveform))
-        return torch.softmax(logits, dim=-1), logits
+    @property
+    def output_names(self) -> list[str]:
+        """The ONNX output names, in the order :meth:`forward` returns them."""
+        return ["probabilities", "logits", *(["embedding"] if self.with_embedding else [])]
+
+    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Class probabilities and logits of each window, and its embedding when ``with_embedding``."""
+        x = self.featurizer(waveform)
+        if not self.with_embedding:
+            logits = self.net(x)
+            return torch.softmax(logits, dim=-1), logits
+        emb, logits = embed_and_logits(self.net, x)  # one pass: the embedding costs no extra inference
+        return torch.softmax(logits, dim=-1), logits, emb
 
 
 def stream_hop_samples(loaded: LoadedNetwork, stft: str = "matmul") -> int | None:
@@ -133,7 +146,7 @@ def export_onnx(
             (example,),
             dynamo=True,
             input_names=["waveform"],
-            output_names=["probabilities", "logits"],
+            output_names=list(getattr(module, "output_names", ["probabilities", "logits"])),
             dynamic_shapes=(axes,),
             opset_version=opset,
             verbose=False,

@@ -108,6 +108,8 @@ class FilePrediction:
     window_s: float = 0.0
     hop_s: float = 0.0
     classes: list[str] = field(default_factory=list)
+    #: mean of the windows' penultimate-layer embeddings ``[D]``, when asked for and the model has one
+    embedding: np.ndarray | None = None
 
     def probabilities(self) -> np.ndarray:
         """All window probabilities as ``[n_windows, n_classes]``."""
@@ -158,6 +160,8 @@ class Predictor:
         self._output = "probabilities" if "probabilities" in outputs else outputs[0]
         # the hop at which the graph takes streams (rows of consecutive windows); None: one window a row
         self._stream_hop = card.stream_hop_samples
+        # optional third output (artifacts exported before it have none)
+        self._embedding = "embedding" if "embedding" in outputs else None
 
     # -- loading ------------------------------------------------------------------------------------
     @classmethod
@@ -214,6 +218,11 @@ class Predictor:
         return int(self.card.sample_rate)
 
     @property
+    def has_embedding(self) -> bool:
+        """Whether the model has the ``embedding`` output (its penultimate layer)."""
+        return self._embedding is not None
+
+    @property
     def version(self) -> str:
         """The artifact's version string."""
         return str(self.card.version)
@@ -242,24 +251,60 @@ class Predictor:
         ]
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, len(self.classes)), np.float32)
 
-    def _predict_consecutive(self, windows: np.ndarray, hop: int, batch_size: int | None) -> np.ndarray:
-        """Probabilities of windows that follow each other ``hop`` samples apart (cut from one padded
-        signal). A graph that takes streams at this hop gets them as one stream per batch, so it computes
-        their shared STFT frames once; any other graph (or hop) gets them one window a row. The
-        probabilities are the same either way (the export-time stream parity check)."""
+    def _predict_consecutive(
+        self, windows: np.ndarray, hop: int, batch_size: int | None, *, embedding: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (and, with ``embedding``, embeddings) of windows that follow each other ``hop``
+        samples apart (cut from one padded signal). A graph that takes streams at this hop gets them as one
+        stream per batch, so it computes their shared STFT frames once; any other graph (or hop) gets them
+        one window a row. The results are the same either way (the export-time stream parity check)."""
         w = self.card.window_samples
         if self._stream_hop is None or hop != self._stream_hop or hop > w or len(windows) < 2:
-            return self.predict_windows(windows, batch_size)
+            if embedding:
+                return self.predict_windows_embedded(windows, batch_size)
+            return self.predict_windows(windows, batch_size), None
+        if embedding and self._embedding is None:
+            self.predict_windows_embedded(windows[:0])  # raises the one "no embedding output" error
+        names = [self._output, *([self._embedding] if embedding and self._embedding else [])]
         x = np.ascontiguousarray(windows, dtype=np.float32)
         bs = batch_size or self.batch_size
-        out = []
+        probs, embs = [], []
         for i in range(0, len(x), bs):
             chunk = x[i : i + bs]
             # consecutive windows overlap by w - hop samples: the stream is the first window and then
             # the last hop samples of each following one
             row = np.concatenate([chunk[0], chunk[1:, w - hop :].reshape(-1)])
-            out.append(self.session.run([self._output], {self._input: row[None, :]})[0])
-        return np.concatenate(out).astype(np.float32)
+            outs = self.session.run(names, {self._input: row[None, :]})
+            probs.append(outs[0])
+            if embedding:
+                embs.append(outs[1])
+        emb = np.concatenate(embs).astype(np.float32) if embedding else None
+        return np.concatenate(probs).astype(np.float32), emb
+
+    def predict_windows_embedded(
+        self, windows: np.ndarray, batch_size: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities ``[n, n_classes]`` and embeddings ``[n, D]``, both from the same session runs.
+
+        Raises :class:`ArtifactError` when the model has no ``embedding`` output (exported before it).
+        """
+        if self._embedding is None:
+            raise ArtifactError(
+                f"{self.directory or 'model'}: the model has no 'embedding' output (export it again with "
+                "this version of vocalis)"
+            )
+        x = np.ascontiguousarray(windows, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.card.window_samples:
+            raise ValueError(f"windows must be [n, {self.card.window_samples}], got {list(x.shape)}")
+        bs = batch_size or self.batch_size
+        runs = [
+            self.session.run([self._output, self._embedding], {self._input: x[i : i + bs]})
+            for i in range(0, len(x), bs)
+        ]
+        if not runs:
+            return np.zeros((0, len(self.classes)), np.float32), np.zeros((0, 0), np.float32)
+        probs = np.concatenate([r[0] for r in runs]).astype(np.float32)
+        return probs, np.concatenate([r[1] for r in runs]).astype(np.float32)
 
     def _results(
         self,
@@ -325,6 +370,7 @@ class Predictor:
         min_conf: float = 0.0,
         name: str | None = None,
         batch_size: int | None = None,
+        embedding: bool = False,
     ) -> FilePrediction:
         """Predict one recording held in memory.
 
@@ -337,6 +383,8 @@ class Predictor:
             min_conf: labels below this probability are left out of ``top`` (``probs`` keeps them all).
             name: how to call the recording in results and errors.
             batch_size: windows per onnxruntime call (default: the predictor's).
+            embedding: also return the mean window embedding (``FilePrediction.embedding``), from the
+                same session runs; :class:`ArtifactError` when the model has none.
         """
         spec = self.window_spec(window_s, hop_s)
         if isinstance(source, np.ndarray):
@@ -355,13 +403,16 @@ class Predictor:
         bs = batch_size or self.batch_size
         # windows are cut one batch at a time: cutting them all at once costs n_windows * window bytes
         # (a small hop on a long recording asks for gigabytes), a batch costs bs * window
-        probs_parts = [
-            self._predict_consecutive(batch, spec.hop_samples, bs)
+        parts = [
+            self._predict_consecutive(batch, spec.hop_samples, bs, embedding=embedding)
             for batch in self._cut_batches(wave, spec, bs)
         ]
-        probs = np.concatenate(probs_parts)
+        probs = np.concatenate([p for p, _ in parts])
+        emb = np.concatenate([e for _, e in parts if e is not None]) if embedding else None
         windows = self._results(probs, spec.starts(len(wave)), len(wave), spec, top_k, min_conf)
-        return self._file_prediction(label, duration, sr, channels, windows, spec)
+        fp = self._file_prediction(label, duration, sr, channels, windows, spec)
+        fp.embedding = emb.mean(axis=0) if emb is not None else None
+        return fp
 
     @staticmethod
     def _cut_batches(wave: np.ndarray, spec: WindowSpec, batch_size: int) -> Iterator[np.ndarray]:
@@ -390,19 +441,26 @@ class Predictor:
         batch_size: int | None = None,
         block_s: float = 60.0,
         on_progress: AudioProgress | None = None,
+        embedding: bool = False,
     ) -> FilePrediction:
         """Predict a recording of any length in bounded memory (blocks of ``block_s`` seconds).
 
         Gives the same windows as :meth:`predict` (to resampler precision when the file's rate differs
         from the model's). ``on_progress(seconds)`` is called with the audio seconds done after each block.
+        ``embedding`` also gives the mean window embedding, as in :meth:`predict`.
         """
         spec = self.window_spec(window_s, hop_s)
         label = name or str(path)
         hdr = audio.info(path, name=label)  # the header only, not the samples
         windows: list[WindowPrediction] = []
         total = 0
+        emb_sum: np.ndarray | None = None  # a running sum: the mean needs no list of every window's vector
+        emb_n = 0
         for chunk_starts, chunk, total in self._stream_windows(path, spec, label, block_s, batch_size):
-            probs = self._predict_consecutive(chunk, spec.hop_samples, batch_size)
+            probs, emb = self._predict_consecutive(chunk, spec.hop_samples, batch_size, embedding=embedding)
+            if emb is not None and len(emb):
+                emb_sum = emb.sum(axis=0) if emb_sum is None else emb_sum + emb.sum(axis=0)
+                emb_n += len(emb)
             # the final window's end needs the final length; every other window is whole
             windows.extend(self._results(probs, chunk_starts, 1 << 62, spec, top_k, min_conf))
             if on_progress is not None:
@@ -415,7 +473,9 @@ class Predictor:
         # says: report what was decoded, so the duration agrees with the last window's end
         decoded = total / self.sample_rate
         duration = hdr.duration if abs(hdr.duration - decoded) <= 2 / self.sample_rate else decoded
-        return self._file_prediction(label, duration, hdr.sample_rate, hdr.channels, windows, spec)
+        fp = self._file_prediction(label, duration, hdr.sample_rate, hdr.channels, windows, spec)
+        fp.embedding = (emb_sum / emb_n).astype(np.float32) if emb_sum is not None else None
+        return fp
 
     def _stream_windows(
         self, path: str | Path, spec: WindowSpec, label: str, block_s: float, batch_size: int | None

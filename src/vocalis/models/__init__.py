@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
+from torchvision.models import ResNet
 
 from vocalis.errors import ConfigError
 from vocalis.models.compact import CompactCNN
-from vocalis.models.resnet import resnet18, resnet34
+from vocalis.models.resnet import resnet18, resnet34, resnet_embed
 
 #: the short names checkpoints (and artifact cards) record for the constructors shipped here
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -58,4 +60,32 @@ def build_model(name: str, n_classes: int, n_mels: int, n_frames: int, **kwargs:
     return ctor(n_classes=n_classes, n_mels=n_mels, n_frames=n_frames, **kwargs)
 
 
-__all__ = ["MODELS", "CompactCNN", "build_model", "model_name", "resnet18", "resnet34"]
+def supports_embedding(net: nn.Module) -> bool:
+    """Whether :func:`embed_and_logits` knows the network's penultimate layer (ours do; others may not)."""
+    return isinstance(net, CompactCNN | ResNet)
+
+
+def embed_and_logits(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The penultimate layer ``[B, D]`` and the logits of a log-mel batch, in one forward pass.
+
+    The logits are the network's own head applied to that embedding, so they equal ``net(x)``.
+    """
+    if isinstance(net, CompactCNN):
+        emb = net.embed(x)
+        return emb, net.head(emb)
+    if isinstance(net, ResNet):
+        emb = resnet_embed(net, x)
+        return emb, net.fc(emb)
+    raise ConfigError(f"model: {type(net).__name__} exposes no penultimate layer (no embedding)")
+
+
+__all__ = [
+    "MODELS",
+    "CompactCNN",
+    "build_model",
+    "embed_and_logits",
+    "model_name",
+    "resnet18",
+    "resnet34",
+    "supports_embedding",
+]

@@ -55,8 +55,11 @@ class CompactCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * c_in, n_classes))
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate layer: pooled features ``[B, 2 * width * 8]`` (mean and max), before the head."""
+        h = self.features(self.stem(self.norm(x)))
+        return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of log-mels ``[B, 1, n_mels, frames]``."""
-        h = self.features(self.stem(self.norm(x)))
-        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
-        return self.head(pooled)
+        return self.head(self.embed(x))

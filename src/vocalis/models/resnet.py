@@ -48,3 +48,14 @@ def resnet34(
 ) -> nn.Module:
     """ResNet34 with a one-channel first convolution (the reference system's WMMS model)."""
     return _adapt(tvm.resnet34(weights=None), n_classes, pretrained_path, "resnet34")
+
+
+def resnet_embed(net: tvm.ResNet, x: torch.Tensor) -> torch.Tensor:
+    """The penultimate layer of a torchvision ResNet: its pooled features ``[B, fc.in_features]``.
+
+    torchvision's ``forward`` up to (not including) ``fc``; a function rather than a subclass, so the
+    network and its state_dict keys stay torchvision's and every checkpoint loads as before.
+    """
+    h = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+    h = net.layer4(net.layer3(net.layer2(net.layer1(h))))
+    return torch.flatten(net.avgpool(h), 1)

@@ -8,7 +8,13 @@ p-value threshold (0.05 by default); the share of drifted columns is the *drift 
   bandwidth, peak frequency, zero-crossing rate), two-sample Kolmogorov-Smirnov;
 - prediction drift: the distribution of the top label (chi-square test of homogeneity on the two
   samples' counts, which also copes with a class the reference never predicted) and the top
-  confidence (Kolmogorov-Smirnov).
+  confidence (Kolmogorov-Smirnov);
+- embedding drift (models exported with an ``embedding`` output, whose reference and logged rows carry
+  it): the :data:`~vocalis.monitoring.embedding.EMBEDDING_DIMS` projected coordinates of the mean
+  penultimate-layer embedding (:mod:`vocalis.monitoring.embedding`), Kolmogorov-Smirnov each, combined
+  into one test of the share (Bonferroni, see :func:`_embedding_test`). Tested only when the reference
+  has them and at least ``min_rows`` logged rows do (older rows and older artifacts have none); the
+  summary's ``embedding`` says which and gives each coordinate's test.
 
 Every test's statistic is computed with scipy from the same samples, next to Evidently's p-value.
 """
@@ -26,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from vocalis.errors import ConfigError
+from vocalis.monitoring.embedding import EMBEDDING_COLUMNS
 from vocalis.monitoring.errors import MonitoringError, NotEnoughDataError
 from vocalis.monitoring.reference import SUMMARY_COLUMNS, Reference
 
@@ -96,7 +103,7 @@ class ColumnTest:
     """One column's two-sample test."""
 
     column: str
-    kind: str  # "data" or "prediction"
+    kind: str  # "data", "prediction" or "embedding"
     test: str
     statistic: float
     p_value: float
@@ -130,6 +137,7 @@ class DriftResult:
     current_span: dict[str, str | None] = field(default_factory=dict)
     class_distribution: dict[str, dict[str, float]] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
+    embedding: dict[str, Any] = field(default_factory=dict)
     report_html: str | None = None
     computed_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
@@ -147,6 +155,7 @@ class DriftResult:
             "window": {**self.window, **self.current_span},
             "tests": [t.to_dict() for t in self.tests],
             "class_distribution": self.class_distribution,
+            "embedding": self.embedding,
             "model": self.model,
             "report_html": self.report_html,
             "computed_at": self.computed_at,
@@ -196,15 +205,41 @@ def _label_stattest() -> Any:
     return _stattest
 
 
-def _monitored_frame(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+def with_embedding_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with :data:`EMBEDDING_COLUMNS`: taken as they are, or expanded from the prediction log's
+    ``embedding`` column (a list per row, NULL on rows logged without one); NaN where there is none."""
+    if all(c in frame.columns for c in EMBEDDING_COLUMNS):
+        return frame
+    out = frame.copy()
+    width = len(EMBEDDING_COLUMNS)
+    values = np.full((len(frame), width), np.nan)
+    if "embedding" in frame.columns:
+        for i, vec in enumerate(frame["embedding"].tolist()):
+            if isinstance(vec, list | tuple | np.ndarray) and len(vec) == width:
+                values[i] = np.asarray(vec, dtype=np.float64)
+    for j, c in enumerate(EMBEDDING_COLUMNS):
+        out[c] = values[:, j]
+    return out
+
+
+def _monitored_frame(frame: pd.DataFrame, where: str, embedding: bool = False) -> pd.DataFrame:
     missing = [c for c in (*SUMMARY_COLUMNS, *PREDICTION_COLUMNS) if c not in frame.columns]
     if missing:
         raise MonitoringError(f"{where}: missing columns {missing}")
-    out = frame[[*SUMMARY_COLUMNS, *PREDICTION_COLUMNS]].copy()
-    for c in (*SUMMARY_COLUMNS, "confidence"):
+    numeric = [*SUMMARY_COLUMNS, *(EMBEDDING_COLUMNS if embedding else ()), "confidence"]
+    source = with_embedding_columns(frame) if embedding else frame
+    out = source[[*SUMMARY_COLUMNS, *(EMBEDDING_COLUMNS if embedding else ()), *PREDICTION_COLUMNS]].copy()
+    for c in numeric:
         out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
     out["top_label"] = out["top_label"].astype(str)
     return out
+
+
+def _embedding_coverage(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[int, int]:
+    """Rows of the reference and of the traffic that carry the projected embedding."""
+    ref = with_embedding_columns(reference)[list(EMBEDDING_COLUMNS)].notna().all(axis=1)
+    cur = with_embedding_columns(current)[list(EMBEDDING_COLUMNS)].notna().all(axis=1)
+    return int(ref.sum()), int(cur.sum())
 
 
 def _shares(labels: pd.Series) -> dict[str, float]:
@@ -240,13 +275,24 @@ def compute_drift(
             f"{len(current)} logged prediction(s) in the window; drift needs at least {min_rows} "
             "(widen --since or --last, or wait for more traffic)"
         )
-    ref = _monitored_frame(reference.frame, "reference")
-    cur = _monitored_frame(current, "prediction log")
+    n_ref_emb, n_cur_emb = _embedding_coverage(reference.frame, current)
+    # the embedding is tested only when both sides have enough of it: an older artifact or a log of
+    # rows served without an embedding must not turn into a drift of "missing values"
+    use_emb = n_ref_emb >= min_rows and n_cur_emb >= min_rows
+    embedding_info: dict[str, Any] = {
+        "tested": use_emb,
+        "columns": list(EMBEDDING_COLUMNS) if use_emb else [],
+        "rows": {"reference": n_ref_emb, "current": n_cur_emb},
+        "projection": reference.meta.get("embedding"),
+    }
+    ref = _monitored_frame(reference.frame, "reference", use_emb)
+    cur = _monitored_frame(current, "prediction log", use_emb)
+    emb_cols: tuple[str, ...] = EMBEDDING_COLUMNS if use_emb else ()
 
     # statistic and p-value of every test from scipy; with the evidently engine the p-values are
     # Evidently's (the same tests: its "ks" is scipy's two-sided ks_2samp, "chi2_homogeneity" is ours)
     stats: dict[str, tuple[str, float, float]] = {}
-    for column in (*SUMMARY_COLUMNS, *PREDICTION_COLUMNS):
+    for column in (*SUMMARY_COLUMNS, *emb_cols, *PREDICTION_COLUMNS):
         if column in _CATEGORICAL:
             statistic, p = _chi2_table_test(ref[column], cur[column])
             stats[column] = ("chi-square homogeneity", statistic, p)
@@ -259,7 +305,7 @@ def compute_drift(
                 stats[column] = ("Kolmogorov-Smirnov", float("nan"), float("nan"))
     snapshot = None
     if engine == "evidently":
-        snapshot = _evidently_snapshot(ref, cur, p_threshold, drift_share)
+        snapshot = _evidently_snapshot(ref, cur, p_threshold, drift_share, emb_cols)
         for metric in snapshot.dict()["metrics"]:
             column = metric.get("config", {}).get("column")
             if column in stats:
@@ -276,7 +322,15 @@ def compute_drift(
             drifted=bool(np.isfinite(p) and p < p_threshold),
         )
         for column, (name, statistic, p) in stats.items()
+        if column not in emb_cols
     ]
+    if emb_cols:
+        group = _embedding_test([stats[c] for c in emb_cols], p_threshold)
+        tests.insert(len(SUMMARY_COLUMNS), group)
+        embedding_info["coordinates"] = [
+            {"column": c, "statistic": _finite(stats[c][1]), "p_value": _finite(stats[c][2])}
+            for c in emb_cols
+        ]
     share = sum(t.drifted for t in tests) / len(tests)
     html = None
     if html_path is not None and snapshot is not None:
@@ -306,6 +360,7 @@ def compute_drift(
         current_span=span,
         class_distribution={"reference": _shares(ref["top_label"]), "current": _shares(cur["top_label"])},
         model={"reference_model_version": reference.meta.get("model_version"), "current_versions": versions},
+        embedding=embedding_info,
         report_html=html,
     )
     log.info(
@@ -319,17 +374,45 @@ def compute_drift(
     return result
 
 
-def _evidently_snapshot(ref: pd.DataFrame, cur: pd.DataFrame, p_threshold: float, drift_share: float) -> Any:
+def _embedding_test(coordinates: list[tuple[str, float, float]], p_threshold: float) -> ColumnTest:
+    """The projected embedding as ONE test of the drift share: its coordinates' KS tests, Bonferroni-combined.
+
+    One test, not one per coordinate: eight coordinates voting separately would outvote the seven input
+    and prediction tests, so a shift the network is blind to (a gain change it normalises away) could
+    never reach the share, and one it sees would count eight times. The statistic is the largest KS
+    distance, the p-value the smallest coordinate p-value times their number (capped at 1).
+    """
+    ps = np.array([p for _, _, p in coordinates], dtype=np.float64)
+    finite = ps[np.isfinite(ps)]
+    p = float(min(1.0, finite.min() * len(ps))) if finite.size else float("nan")
+    stat = max((st for _, st, _ in coordinates if np.isfinite(st)), default=float("nan"))
+    return ColumnTest(
+        column="embedding",
+        kind="embedding",
+        test=f"Kolmogorov-Smirnov on {len(coordinates)} projected coordinates (Bonferroni)",
+        statistic=float(stat),
+        p_value=p,
+        drifted=bool(np.isfinite(p) and p < p_threshold),
+    )
+
+
+def _evidently_snapshot(
+    ref: pd.DataFrame,
+    cur: pd.DataFrame,
+    p_threshold: float,
+    drift_share: float,
+    emb_cols: tuple[str, ...] = (),
+) -> Any:
     """Evidently's data-drift preset over the monitored columns (current first, reference second)."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    numeric = [*SUMMARY_COLUMNS, "confidence"]
+    numeric = [*SUMMARY_COLUMNS, *emb_cols, "confidence"]
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=["top_label"])
     report = Report(
         [
             DataDriftPreset(
-                columns=[*SUMMARY_COLUMNS, *PREDICTION_COLUMNS],
+                columns=[*SUMMARY_COLUMNS, *emb_cols, *PREDICTION_COLUMNS],
                 num_method="ks",
                 per_column_method={"top_label": _label_stattest()},
                 threshold=p_threshold,

@@ -2,8 +2,10 @@
 
 For each training recording (up to ``max_clips``, drawn at random) the reference holds exactly what the
 service logs for a served file: the audio summary features (:func:`vocalis.contracts.audio_summary.summarize`
-of the mono waveform at the model's rate), the model's top label, its confidence and the mean per-class
-probabilities, as produced by the exported ONNX model itself through :class:`vocalis.inference.Predictor`.
+of the mono waveform at the model's rate), the model's top label, its confidence, the mean per-class
+probabilities and (models with an ``embedding`` output) the projected mean embedding
+(:mod:`vocalis.monitoring.embedding`), as produced by the exported ONNX model itself through
+:class:`vocalis.inference.Predictor`.
 Computing it through the served model and the served summary, not through the training code, means a
 drift report compares like with like: a difference is in the data, not in two implementations.
 
@@ -19,7 +21,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +29,11 @@ import pandas as pd
 from vocalis import audio
 from vocalis.contracts.audio_summary import AudioSummary, summarize
 from vocalis.errors import CacheError, VocalisError
+from vocalis.monitoring.embedding import EMBEDDING_COLUMNS, describe_projection, embedding_summary
 from vocalis.monitoring.errors import NoReferenceError
+
+if TYPE_CHECKING:
+    from vocalis.inference import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -105,22 +111,17 @@ def build_reference(
 
     rows: list[dict[str, Any]] = []
     skipped = 0
+    embedding_dims = 0
     for clip in clips.itertuples(index=False):
         path = Path(str(clip.path))
         try:
             wav = audio.load(path, sr)
-            fp = predictor.predict(wav, top_k=1, name=str(path))
+            row, embedding_dims = traffic_row(predictor, wav, name=str(path))
         except (VocalisError, ValueError, OSError) as exc:  # one bad file never stops the reference
             log.warning("reference: skipping %s (%s)", path, exc)
             skipped += 1
             continue
-        row: dict[str, Any] = {"path": str(path), "label": str(clip.label), "duration_s": len(wav) / sr}
-        row.update(summarize(wav, sr).to_dict())
-        row["top_label"] = str(fp.summary.top_label)
-        row["confidence"] = float(fp.summary.top_confidence)
-        for name in classes:
-            row[PROB_PREFIX + name] = float(fp.summary.mean_probs.get(name, 0.0))
-        rows.append(row)
+        rows.append({"path": str(path), "label": str(clip.label), **row})
     if not rows:
         raise CacheError(f"{cache_dir}: none of the {len(clips)} '{split}' recordings could be decoded")
 
@@ -139,12 +140,36 @@ def build_reference(
         "sample_rate": sr,
         "classes": classes,
         "summary_columns": list(SUMMARY_COLUMNS),
+        "embedding": describe_projection(embedding_dims) if embedding_dims else None,
         "label_counts": {k: int(v) for k, v in frame["label"].value_counts().sort_index().items()},
         "top_label_counts": {k: int(v) for k, v in frame["top_label"].value_counts().sort_index().items()},
     }
     (artifact / REFERENCE_META).write_text(json.dumps(meta, indent=2) + "\n")
     log.info("drift reference: %d %s recordings -> %s (%d skipped)", len(frame), split, out, skipped)
     return out
+
+
+def traffic_row(
+    predictor: Predictor, wav: np.ndarray, *, name: str = "<waveform>"
+) -> tuple[dict[str, Any], int]:
+    """What the service logs for one mono waveform at the model's rate, as a reference/traffic row.
+
+    The audio summary, top label, confidence, mean per-class probabilities and, when the model has an
+    ``embedding`` output, the projected mean embedding (:data:`EMBEDDING_COLUMNS`, one session run per
+    batch either way). Returns the row and the embedding's width (0 without one).
+    """
+    sr = predictor.sample_rate
+    fp = predictor.predict(wav, top_k=1, name=name, embedding=predictor.has_embedding)
+    row: dict[str, Any] = {"duration_s": len(wav) / sr}
+    row.update(summarize(wav, sr).to_dict())
+    row["top_label"] = str(fp.summary.top_label)
+    row["confidence"] = float(fp.summary.top_confidence)
+    for cls in predictor.classes:
+        row[PROB_PREFIX + cls] = float(fp.summary.mean_probs.get(cls, 0.0))
+    coords = embedding_summary(fp.embedding)
+    if coords is not None:
+        row.update(zip(EMBEDDING_COLUMNS, coords, strict=True))
+    return row, 0 if fp.embedding is None else int(fp.embedding.size)
 
 
 def try_build_reference(source: str | Path | None, artifact_dir: str | Path, **kwargs: Any) -> Path | None:

@@ -170,6 +170,7 @@ def predict_upload(
             top_k=min(opts.top_k, len(predictor.classes)),
             min_conf=opts.min_conf,
             name=name,
+            embedding=predictor.has_embedding,  # same session run; logged for embedding drift
         )
     except (ValueError, ConfigError) as exc:  # e.g. a window the model cannot take
         raise ApiError(422, "invalid_option", str(exc)) from None
@@ -206,6 +207,7 @@ def _predict_streamed(
             min_conf=opts.min_conf,
             name=name,
             block_s=block_s,
+            embedding=predictor.has_embedding,  # logged for embedding drift, as for short uploads
         )
     except audio.AudioDecodeError as exc:
         raise decode_error(exc) from None

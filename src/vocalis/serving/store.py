@@ -64,6 +64,8 @@ class PredictionRecord(Base):
     site: Mapped[str | None] = mapped_column(String(256))
     device: Mapped[str | None] = mapped_column(String(256))
     upload_path: Mapped[str | None] = mapped_column(String(1024))
+    # revision 0003: projected mean embedding (vocalis.monitoring.embedding); NULL on older rows/models
+    embedding: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
 
 
 #: columns in export order
@@ -91,6 +93,7 @@ class NewPrediction:
     device: str | None = None
     upload_path: str | None = None
     model_name: str | None = None
+    embedding: list[float] | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -304,6 +307,7 @@ class PredictionStore:
                 site=r.site,
                 device=r.device,
                 upload_path=r.upload_path,
+                embedding=r.embedding,
                 **r.summary,
             )
             for r in rows

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from vocalis.inference import Predictor
 from vocalis.inference.file_result import file_result
+from vocalis.monitoring.embedding import embedding_summary
 from vocalis.serving.api_errors import ApiError
 from vocalis.serving.prediction import PredictOptions, check_hop, predict_upload
 from vocalis.serving.request_context import request_id_var
@@ -108,6 +109,7 @@ def serve_file(
         site=opts.site,
         device=opts.device,
         upload_path=stored,
+        embedding=embedding_summary(fp.embedding),
     )
     return ServedFile(result, row)
 
