@@ -238,7 +238,7 @@ def predict(
 
     files, errors = expand_inputs(inputs, recursive)
     for path, reason in errors:
-        console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
+        console.print(f"[yellow]skipped[/] {escape(path)}: {escape(reason)}", highlight=False)
 
     feats = predictor.card.features
     low, high = float(feats.get("f_min", 0.0)), float(feats.get("f_max", predictor.sample_rate / 2))
@@ -279,7 +279,7 @@ def predict(
             readable.append(f)
         except VocalisError as exc:
             errors.append((f, getattr(exc, "reason", str(exc))))
-            console.print(f"[yellow]skipped[/] {exc}", highlight=False)
+            console.print(f"[yellow]skipped[/] {escape(str(exc))}", highlight=False)
     if sink is not None:
         for path, reason in errors:
             sink.add_error(path, reason)

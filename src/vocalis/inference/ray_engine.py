@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,9 @@ def run_ray(
         if address:
             ray.init(address=address, **kwargs)
         else:
+            # the raylet waits this long for its agents' port files; a busy machine needs more than the
+            # default to start them (seen: 20 s on 2 cores at load 14)
+            os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
             ray.init(num_cpus=default_threads(), **kwargs)
     try:
         ctx = ray.data.DataContext.get_current()
