@@ -69,7 +69,8 @@ class LocalEngine:
                 yield done
 
     def _decoded(self, jobs: Iterable[Job]) -> Iterator[Decoded]:
-        if self.workers == 0:
+        # one job has nothing to overlap with: starting a process would only add its start-up
+        if self.workers == 0 or (isinstance(jobs, list) and len(jobs) <= 1):
             yield from map(decode_job, jobs)
             return
         # spawn, not fork: this process holds onnxruntime's thread pool, which a forked child must not inherit
