@@ -31,7 +31,7 @@ import numpy as np
 
 from vocalis.contracts.runtime import default_threads
 from vocalis.contracts.windows import WindowSpec
-from vocalis.errors import ConfigError
+from vocalis.errors import ConfigError, VocalisError
 from vocalis.inference.jobs import FileAssembler, Job, JobResult, cut, decode_job
 
 log = logging.getLogger(__name__)
@@ -124,13 +124,18 @@ def run_ray(
             logging_level=logging.WARNING,
             configure_logging=False,
         )
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            # the raylet waits this long for its agents' port files; a busy machine needs more than the
-            # default to start them (seen: 20 s on 2 cores at load 14)
-            os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
-            ray.init(num_cpus=default_threads(), **kwargs)
+        try:
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                # the raylet waits this long for its agents' port files; a busy machine needs more than the
+                # default to start them (seen: 20 s on 2 cores at load 14)
+                os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
+                ray.init(num_cpus=default_threads(), **kwargs)
+        except Exception as exc:  # Ray raises bare Exception/ConnectionError on a failed start or connect
+            ray.shutdown()
+            where = address or "a local Ray instance"
+            raise VocalisError(f"engine: Ray could not start or reach {where} ({exc})") from None
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows come back in job order: deterministic output
