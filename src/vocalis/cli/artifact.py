@@ -18,6 +18,9 @@ from rich.table import Table
 from vocalis.errors import ConfigError, VocalisError
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, Task
+
+    from vocalis.inference.resume import ResumableOutput
     from vocalis.inference.writers import PredictionWriter
 
 console = Console(stderr=True)
@@ -148,10 +151,16 @@ def export(
 
 def predict(
     artifact_dir: Path = typer.Argument(..., help="Exported model directory (model.onnx + model.json)."),
-    inputs: list[Path] = typer.Argument(..., help="Audio files and/or folders."),
+    inputs: list[str] = typer.Argument(
+        ...,
+        help="Audio files, folders, manifests of paths (.csv/.parquet/.txt) and object-store URIs (s3://, gs://).",
+    ),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Search folders recursively."),
     fmt: str = typer.Option(
-        "csv", "--format", "-f", help="Output format: csv, json or raven (selection table)."
+        "csv",
+        "--format",
+        "-f",
+        help="Output format: csv, json, raven (selection table) or parquet (a dataset directory; needs -o).",
     ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Output file (default: standard output)."
@@ -170,96 +179,166 @@ def predict(
         None, "--batch-size", help="Windows per inference batch (default: ~24 s of audio, at most 16)."
     ),
     threads: int | None = typer.Option(
-        None, "--threads", help="Inference threads (default: all CPUs available)."
+        None, "--threads", help="Inference threads (default: all CPUs available; ray: per actor, 1)."
     ),
     block_s: float = typer.Option(60.0, "--block-seconds", help="Seconds of audio decoded at a time."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero if any input could not be processed."),
+    engine: str = typer.Option(
+        "local", "--engine", help="local (decoding processes + batched inference here) or ray (Ray Data)."
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", min=0, help="local: decoding processes (default: half the CPUs; 0: none)."
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="ray: cluster address (auto, ray://host:10001); default: a local Ray."
+    ),
+    num_workers: int | None = typer.Option(
+        None, "--num-workers", min=1, help="ray: model actors (default: half the cluster's CPUs)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Carry on an interrupted run (the default whenever -o and its journal exist)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over: replace an existing -o output."),
+    commit_s: float = typer.Option(
+        2.0, "--commit-seconds", min=0.0, help="-o: seconds between committed chunks (work a kill can lose)."
+    ),
 ) -> None:
     """Predict species in recordings of any length; bad files are reported and skipped.
 
-    Writes CSV (file,start_s,end_s,label,confidence,rank), JSON or one combined Raven Pro selection table;
-    undecodable or unsupported files go to OUT.errors.csv next to the output. Exit code 0 when at least one
-    file was processed (with --strict: only when every input was).
+    Writes CSV (file,start_s,end_s,label,confidence,rank), JSON, one combined Raven Pro selection table or a
+    parquet dataset; undecodable or unsupported files go to OUT.errors.csv next to the output. With -o the run
+    is resumable: an interrupted run started again skips the files already written (OUT.journal.jsonl).
+    Exit code 0 when at least one file was processed (with --strict: only when every input was).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from vocalis.audio import info as read_header
     from vocalis.inference import Predictor
-    from vocalis.inference.writers import FORMATS, PredictionWriter, errors_path, find_inputs, write_errors
+    from vocalis.inference.jobs import header_duration, plan_jobs
+    from vocalis.inference.writers import OUTPUT_FORMATS, PredictionWriter, errors_path
 
-    if fmt not in FORMATS:
-        raise ConfigError(f"format: choose one of {', '.join(FORMATS)}, got '{fmt}'")
+    if fmt not in OUTPUT_FORMATS:
+        raise ConfigError(f"format: choose one of {', '.join(OUTPUT_FORMATS)}, got '{fmt}'")
+    if fmt == "parquet" and output is None:
+        raise ConfigError("format: parquet writes a dataset directory; give it with -o")
     if top_k < 1:
         raise ConfigError(f"top-k: must be at least 1, got {top_k}")
-    predictor = Predictor.from_dir(artifact_dir, threads=threads, batch_size=batch_size)
-    predictor.window_spec(window, hop)  # refuse a bad window/hop before touching any file
-    files, errors = find_inputs(inputs, recursive)
-    for path, reason in errors:
-        console.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False)
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"engine: choose local or ray, got '{engine}'")
+    if resume and overwrite:
+        raise ConfigError("resume: --resume and --overwrite contradict each other; choose one")
+    if (resume or overwrite) and output is None:
+        raise ConfigError("resume: --resume and --overwrite need an output file (-o)")
+    if engine == "ray":
+        from vocalis.inference.ray_engine import require_ray
 
-    durations: dict[Path, float] = {}
-    readable: list[Path] = []
-    for f in files:
-        try:
-            durations[f] = read_header(f).duration
-            readable.append(f)
-        except VocalisError as exc:
-            errors.append((str(f), getattr(exc, "reason", str(exc))))
-            console.print(f"[yellow]skipped[/] {exc}", highlight=False)
+        require_ray()  # before any work: say which extra to install
+    predictor = Predictor.from_dir(
+        artifact_dir, threads=threads if engine == "local" else 1, batch_size=batch_size
+    )
+    spec = predictor.window_spec(window, hop)  # refuse a bad window/hop before touching any file
+    from vocalis.inference.sources import expand_inputs
+
+    files, errors = expand_inputs(inputs, recursive)
+    for path, reason in errors:
+        console.print(f"[yellow]skipped[/] {escape(path)}: {escape(reason)}", highlight=False)
 
     feats = predictor.card.features
-    if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    out_stream = output.open("w", newline="") if output else sys.stdout
-    writer: PredictionWriter = PredictionWriter(
-        fmt,
-        out_stream,
-        low_freq=float(feats.get("f_min", 0.0)),
-        high_freq=float(feats.get("f_max", predictor.sample_rate / 2)),
-        model={"name": predictor.card.name, "version": predictor.version, "classes": predictor.classes},
-    )
+    low, high = float(feats.get("f_min", 0.0)), float(feats.get("f_max", predictor.sample_rate / 2))
+    model = {"name": predictor.card.name, "version": predictor.version, "classes": predictor.classes}
+    sink: ResumableOutput | None = None
+    writer: PredictionWriter | None = None
+    if output is not None:
+        from vocalis.inference.resume import ResumableOutput
+
+        key = {
+            "artifact": predictor.version,
+            "model": predictor.card.name,
+            "top_k": top_k,
+            "min_conf": min_conf,
+            "hop_s": spec.hop_s,
+        }
+        sink = ResumableOutput(
+            output,
+            fmt,
+            key=key,
+            model=model,
+            overwrite=overwrite,
+            low_freq=low,
+            high_freq=high,
+            commit_s=commit_s,
+        )
+        if sink.done:
+            console.print(f"resuming {output}: {len(sink.done)} file(s) already done", highlight=False)
+        files = [f for f in files if f not in sink.done]
+    else:
+        writer = PredictionWriter(fmt, sys.stdout, low_freq=low, high_freq=high, model=model)
+
+    durations: list[float] = []
+    readable: list[str] = []
+    for f in files:
+        try:
+            durations.append(header_duration(f))
+            readable.append(f)
+        except VocalisError as exc:
+            errors.append((f, getattr(exc, "reason", str(exc))))
+            console.print(f"[yellow]skipped[/] {escape(str(exc))}", highlight=False)
+    if sink is not None:
+        for path, reason in errors:
+            sink.add_error(path, reason)
+    jobs = plan_jobs(readable, durations, spec, block_s=block_s)
+    if engine == "ray":
+        from vocalis.inference.ray_engine import run_ray
+
+        outcomes = run_ray(
+            artifact_dir,
+            jobs,
+            spec,
+            predictor.classes,
+            top_k=top_k,
+            min_conf=min_conf,
+            address=address,
+            num_workers=num_workers,
+            threads=threads or 1,
+            batch_size=batch_size,
+        )
+    else:
+        from vocalis.inference.engine import LocalEngine
+
+        outcomes = LocalEngine(predictor, workers=workers, batch_size=batch_size).run(
+            jobs, spec, top_k=top_k, min_conf=min_conf
+        )
+
     done: list[tuple[str, str, float]] = []
-    total_audio = sum(durations.values())
+    seconds = dict(zip(readable, durations, strict=True))
+    total_audio = sum(durations)
+    rows = 0
     t0 = time.perf_counter()
-    try:
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        ) as progress:
-            t_files = progress.add_task("files", total=len(readable))
-            t_audio = progress.add_task("audio s", total=round(total_audio))
-            base = 0.0
-            for f in readable:
-                try:
-                    fp = predictor.predict_stream(
-                        f,
-                        window_s=window,
-                        hop_s=hop,
-                        top_k=top_k,
-                        min_conf=min_conf,
-                        block_s=block_s,
-                        on_progress=lambda s, b=base: progress.update(t_audio, completed=round(b + s)),  # type: ignore[misc]
-                    )
-                except VocalisError as exc:
-                    errors.append((str(f), getattr(exc, "reason", str(exc))))
-                    progress.console.print(f"[yellow]skipped[/] {exc}", highlight=False)
+    with _progress_bar() as progress:
+        task = progress.add_task("predicting", total=len(readable), hours=0.0, total_h=total_audio / 3600)
+        audio_done = 0.0
+        for path, result in outcomes:
+            if isinstance(result, str):
+                errors.append((path, result))
+                if sink is not None:
+                    sink.add_error(path, result)
+                progress.console.print(
+                    f"[yellow]skipped[/] {escape(path)}: {escape(result)}", highlight=False
+                )
+            else:
+                rows += sum(len(w.top) for w in result.windows)
+                if sink is not None:
+                    sink.add(result)
                 else:
-                    writer.write(fp)
-                    done.append((str(f), fp.summary.top_label, fp.summary.top_confidence))
-                base += durations[f]
-                progress.update(t_audio, completed=round(base))
-                progress.advance(t_files)
+                    assert writer is not None
+                    writer.write(result)
+                done.append((path, result.summary.top_label, result.summary.top_confidence))
+                seconds[path] = seconds.get(path) or result.duration_s
+            audio_done += seconds.get(path, 0.0)
+            progress.update(task, advance=1, hours=audio_done / 3600)
+    if sink is not None:
+        sink.close()
+    elif writer is not None:
         writer.close()
-    finally:
-        if output:
-            out_stream.close()
     elapsed = time.perf_counter() - t0
-    if output:
-        write_errors(errors_path(output), errors)
+    total_audio = sum(seconds.values())
 
     if len(done) <= 20:
         table = Table(title="Top label per file")
@@ -270,14 +349,48 @@ def predict(
         if done:
             console.print(table)
     rtf = elapsed / total_audio if total_audio else 0.0
+    rate = len(readable) / elapsed if elapsed else 0.0
     console.print(
-        f"{len(done)} file(s) predicted, {len(errors)} skipped; "
-        f"{total_audio:.1f} s of audio in {elapsed:.1f} s (real-time factor {rtf:.4f}); {writer.rows} rows"
+        f"{len(done)} file(s) predicted, {len(errors)} skipped"
+        + (f", {len(sink.done) - len(done)} done before" if sink is not None and sink.resumed else "")
+        + f"; {total_audio / 3600:.3f} h of audio in {elapsed:.1f} s ({rate:.1f} files/s, "
+        f"real-time factor {rtf:.4f}); {rows} rows"
         + (f" -> {output} (errors: {errors_path(output)})" if output else ""),
         highlight=False,
     )
-    if not done or (strict and errors):
+    already = len(sink.done) - len(done) if sink is not None else 0
+    if (not done and not already) or (strict and errors):
         raise typer.Exit(code=1)
+
+
+def _progress_bar() -> Progress:
+    """Files done of all, audio hours done, files per second, and the time left."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """Files per second (rich's own speed estimate over the last minute)."""
+
+        def render(self, task: Task) -> Text:
+            return Text(f"{task.speed or 0:.1f} files/s")
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files, {task.fields[hours]:.2f}/{task.fields[total_h]:.2f} h audio,"),
+        RateColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -27,6 +27,8 @@ from vocalis.inference.file_result import file_result_json
 from vocalis.inference.predictor import FilePrediction
 
 FORMATS = ("csv", "json", "raven")
+#: every output format of `vocalis predict -o`: parquet (a dataset directory) needs an output path
+OUTPUT_FORMATS = (*FORMATS, "parquet")
 CSV_COLUMNS = ["file", "start_s", "end_s", "label", "confidence", "rank"]
 RAVEN_COLUMNS = [
     "Selection",
@@ -104,6 +106,7 @@ class PredictionWriter:
         high_freq: float = 0.0,
         model: dict[str, Any] | None = None,
         include_probs: bool = False,
+        header: bool = True,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got '{fmt}'")
@@ -117,8 +120,9 @@ class PredictionWriter:
         self._csv: Any = None
         if fmt == "csv":
             self._csv = csv.writer(stream, lineterminator="\n")
-            self._csv.writerow(CSV_COLUMNS)
-        elif fmt == "raven":
+            if header:  # no header: rows appended to an output that has one (a resumed run)
+                self._csv.writerow(CSV_COLUMNS)
+        elif fmt == "raven" and header:
             # written by hand, not by a csv writer: Raven reads no quotes, and raven_text has removed
             # tabs and line breaks from the free-text columns
             stream.write("\t".join(RAVEN_COLUMNS) + "\n")
