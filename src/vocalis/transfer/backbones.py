@@ -161,38 +161,36 @@ class BirdNetLite(Backbone):
 
 
 class OnnxEmbedder(Backbone):
-    """Any ONNX graph with input ``waveform [batch, samples]`` and output ``embedding [batch, D]``.
+    """A session with input ``waveform [batch, samples]`` and output ``embedding [batch, D]``.
 
     Built from a vocalis artifact directory (:meth:`from_artifact`: the card gives rate, window and
-    licence) or from a bare ONNX file with the facts given.
+    licence; a two-part transfer artifact works too, its backbone being the embedding).
     """
 
     def __init__(
         self,
-        path: str | Path,
+        session: Any,
+        path: Path,
         *,
         name: str,
         sample_rate: int,
         window_samples: int,
         licence: str,
         licence_url: str | None = None,
-        threads: int | None = None,
         batch_size: int = 16,
     ) -> None:
-        from vocalis.contracts.runtime import onnx_session
-
-        self.path = Path(path)
-        self.session = onnx_session(self.path, threads)
-        outputs = {o.name: o for o in self.session.get_outputs()}
+        self.path = path
+        self.session = session
+        outputs = {o.name: o for o in session.get_outputs()}
         if "embedding" not in outputs:
             raise ArtifactError(
-                f"{self.path}: this model has no 'embedding' output (outputs: {sorted(outputs)}); "
+                f"{path}: this model has no 'embedding' output (outputs: {sorted(outputs)}); "
                 "re-export it with a vocalis version that writes one"
             )
         dim = outputs["embedding"].shape[-1]
         if not isinstance(dim, int):
-            raise ArtifactError(f"{self.path}: the 'embedding' output has no fixed size ({dim})")
-        self._input = self.session.get_inputs()[0].name
+            raise ArtifactError(f"{path}: the 'embedding' output has no fixed size ({dim})")
+        self._input = session.get_inputs()[0].name
         self.name = name
         self.sample_rate = int(sample_rate)
         self.window_samples = int(window_samples)
@@ -204,22 +202,24 @@ class OnnxEmbedder(Backbone):
     @classmethod
     def from_artifact(cls, directory: str | Path, threads: int | None = None) -> OnnxEmbedder:
         """The penultimate layer of a vocalis artifact (its ``embedding`` output)."""
+        from vocalis.contracts.backbone_session import artifact_session
         from vocalis.contracts.card import MODEL_FILE, ModelCard
+        from vocalis.contracts.runtime import default_threads
 
         card = ModelCard.load(directory)
         backbone = card.get("backbone") or {}
         return cls(
+            artifact_session(directory, card, threads or default_threads()),
             Path(directory) / MODEL_FILE,
             name=f"artifact:{card.name}",
             sample_rate=card.sample_rate,
             window_samples=card.window_samples,
             licence=str(backbone.get("licence") or card.get("licence") or "see the artifact's card"),
             licence_url=backbone.get("licence_url"),
-            threads=threads,
         )
 
     def embed(self, windows: np.ndarray) -> np.ndarray:
-        """Embeddings, ``batch_size`` windows per onnxruntime call."""
+        """Embeddings, ``batch_size`` windows per call."""
         x = self._check(windows)
         parts = [
             self.session.run(["embedding"], {self._input: x[i : i + self.batch_size]})[0]
@@ -230,7 +230,7 @@ class OnnxEmbedder(Backbone):
         return np.concatenate(parts).astype(np.float32, copy=False)
 
     def describe(self) -> dict[str, Any]:
-        """Name, the ONNX file's digest, rate and window."""
+        """Name, the model file's digest, rate and window."""
         return {
             "name": self.name,
             "runtime": "onnxruntime",
