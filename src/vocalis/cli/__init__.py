@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 try:  # typer >= 0.20 vendors click and raises its own copies of click's exceptions
     from typer._click import exceptions as click_exc
@@ -78,7 +79,8 @@ def _fail(message: str, code: int) -> None:
     if _state["debug"]:
         traceback.print_exc()
     line = " ".join(str(message).split())
-    err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+    # escaped: a message may hold brackets that are not markup (pip install 'vocalis[transfer]')
+    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
