@@ -93,7 +93,7 @@ def train_command(
     if cfg.get("head") is not None:  # a transfer experiment: a head on backbone embeddings
         from vocalis.cli.transfer import train_transfer_command
 
-        train_transfer_command(cfg)
+        train_transfer_command(cfg, metrics_table)
         return
     check_numbers(cfg)  # before the data is prepared: a typo costs nothing
     if cfg.get("hparams_search") and not cfg.get("resume"):

@@ -80,9 +80,9 @@ def data_embed(
     _print_cache(cache)
 
 
-def train_transfer_command(cfg: Any) -> None:
-    """``vocalis train`` of a transfer experiment: embed (or reuse), fit the head, report."""
-    from vocalis.cli.train import metrics_table
+def train_transfer_command(cfg: Any, metrics_table: Any) -> None:
+    """``vocalis train`` of a transfer experiment: embed (or reuse), fit the head, report
+    (``metrics_table`` renders the metrics as ``vocalis train`` does)."""
     from vocalis.transfer.train import embed_data, train_transfer
 
     bar, progress = _progress_bar()
