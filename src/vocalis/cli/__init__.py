@@ -27,7 +27,7 @@ try:  # typer >= 0.20 vendors click and raises its own copies of click's excepti
 except ImportError:  # pragma: no cover - an older typer on the real click
     from click import exceptions as click_exc  # type: ignore[no-redef]
 from vocalis import __version__
-from vocalis.cli import artifact, data, monitor, registry, serve, train
+from vocalis.cli import artifact, data, monitor, registry, serve, train, transfer
 from vocalis.errors import VocalisError
 
 err_console = Console(stderr=True)
@@ -70,7 +70,7 @@ def _root(
     )
 
 
-for _module in (data, train, artifact, serve, registry, monitor):
+for _module in (data, train, artifact, serve, registry, monitor, transfer):
     _module.register(app)
 
 

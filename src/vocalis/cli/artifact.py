@@ -82,6 +82,11 @@ def export(
     name: str | None = typer.Option(None, "--name", help="Model name in the card (default: the run's name)."),
 ) -> None:
     """Export a trained run to ONNX (featurizer inside) with a model card, after parity and graph checks."""
+    if (run_dir / "transfer.json").is_file():  # a transfer run: backbone + head (vocalis.transfer.export)
+        from vocalis.cli.transfer import export_transfer_command
+
+        export_transfer_command(run_dir, output, overwrite, name)
+        return
     from vocalis.export.onnx import export_artifact
 
     with console.status(f"Exporting {run_dir} ..."):

@@ -90,6 +90,11 @@ def train_command(
 
     _quiet_console_logging()
     cfg = resolve_resume(compose_config(list(overrides or [])))
+    if cfg.get("head") is not None:  # a transfer experiment: a head on backbone embeddings
+        from vocalis.cli.transfer import train_transfer_command
+
+        train_transfer_command(cfg, metrics_table)
+        return
     check_numbers(cfg)  # before the data is prepared: a typo costs nothing
     if cfg.get("hparams_search") and not cfg.get("resume"):
         # `vocalis train hparams_search=optuna` is the same as `vocalis sweep`

@@ -337,6 +337,8 @@ class ExportResult:
 #: the files a vocalis artifact directory holds (the model, its card, the drift reference): a directory
 #: with anything else is not replaced, even with ``overwrite``, so ``-o .`` or ``-o ~`` can never be wiped
 ARTIFACT_FILES = frozenset({MODEL_FILE, CARD_FILE, "reference.parquet", "reference.json"})
+#: what a two-part transfer artifact adds (vocalis.transfer.export): the backbone file and its licence
+ARTIFACT_FILES |= {"backbone.tflite", "BACKBONE_LICENSE.txt"}
 
 
 def check_destination(out: Path, *, overwrite: bool) -> None:
@@ -369,6 +371,10 @@ def check_destination(out: Path, *, overwrite: bool) -> None:
 
 
 def _replace_dir(staging: Path, out: Path, *, overwrite: bool) -> None:
+    replace_dir(staging, out, overwrite=overwrite)
+
+
+def replace_dir(staging: Path, out: Path, *, overwrite: bool) -> None:
     """Move ``staging`` to ``out``; an old artifact there is renamed aside first and removed after."""
     check_destination(out, overwrite=overwrite)  # again: the folder may have changed during the export
     if out.exists() and any(out.iterdir()):

@@ -34,9 +34,10 @@ import numpy as np
 import onnxruntime as ort
 
 from vocalis import audio
+from vocalis.contracts.backbone_session import artifact_session
 from vocalis.contracts.card import MODEL_FILE, ModelCard
 from vocalis.contracts.progress import AudioProgress
-from vocalis.contracts.runtime import default_threads, onnx_session
+from vocalis.contracts.runtime import default_threads
 from vocalis.contracts.windows import WindowSpec, require_featurizable
 from vocalis.errors import ArtifactError, ConfigError
 
@@ -180,7 +181,8 @@ class Predictor:
         if not model_path.is_file():
             raise ArtifactError(f"{model_path}: ONNX model not found")
         n_threads = threads or default_threads()
-        session = onnx_session(model_path, n_threads)
+        # one ONNX graph, or a two-part transfer artifact (LiteRT backbone + ONNX head) run as one session
+        session = artifact_session(directory, card, n_threads)
         inputs = session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 2:
             raise ArtifactError(f"{model_path}: expected one input [batch, samples], got {inputs}")
