@@ -5,7 +5,6 @@ message when Ray is not installed."""
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,11 +24,9 @@ def _cli(*args: str, prelude: str = "") -> list[str]:
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-    """Run a ``vocalis predict`` without the coverage hooks of ``make test``: inherited, they start
-    coverage in every Ray worker process, which then registers too slowly on a loaded machine and leaves Ray
-    Data waiting for its actor. A bounded wait: a stuck run fails the test instead of hanging the suite."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COV_", "COVERAGE_"))}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=420)
+    """Run a ``vocalis predict``, with a bounded wait: a stuck Ray run fails the test instead of hanging the
+    suite."""
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=420)
 
 
 def _said(stderr: str) -> str:

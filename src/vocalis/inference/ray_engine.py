@@ -42,6 +42,10 @@ RAY_EXTRA = "vocalis[ray]"
 
 def require_ray() -> Any:
     """Import Ray (and Ray Data), or say which extra to install."""
+    # Ray reads this once, at import. Its default, under `uv run`, starts every worker with `uv run` in the
+    # worker's own folder, which builds another environment without Ray ("No module named 'ray'") and
+    # leaves Ray Data waiting for its actors: vocalis's workers use this interpreter, as the engine does.
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     try:
         import ray
         import ray.data
