@@ -209,9 +209,10 @@ def export_transfer(
 def refuse_int8(quantize: str, head: Head, backbone_file: Path) -> None:
     """Why ``--quantize int8`` does not apply to a transfer artifact, as a :class:`ConfigError`.
 
-    Measured (docs/artifact.md, "int8 and transfer artifacts"): the head is a few kB of a 52 MB artifact
-    and microseconds of the ~0.1 s a window costs, so an int8 head saves neither size nor time; the cost
-    is the BirdNET backbone, a TFLite FP32 file that onnxruntime's quantizer cannot touch.
+    Measured (docs/artifact.md, "int8 and transfer artifacts"): the head is 50 kB (logistic) to 1 MB (MLP)
+    of a 52 MB artifact and 7-45 µs of the ~170 ms a window costs, so an int8 head saves at most 1.5 % of
+    the size and nothing measurable of the time; the cost is the BirdNET backbone, a TFLite FP32 file that
+    onnxruntime's quantizer cannot read.
     """
     if quantize != "int8":
         raise ConfigError(f"quantize: only 'int8' is supported, got '{quantize}'")
