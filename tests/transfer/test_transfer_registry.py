@@ -115,6 +115,21 @@ def test_the_gate_evaluates_the_transfer_artifact_on_its_embedding_cache(
     assert Registry(store).get(f"{NAME}@production").version == "1"
 
 
+def test_registry_show_of_the_production_alias_names_the_licence(store: str, production: object) -> None:
+    from typer.testing import CliRunner
+
+    from vocalis.cli import app
+
+    args = ["registry", "show", f"models:/{NAME}@production", "--tracking-uri", store]
+    shown = CliRunner().invoke(app, args)
+    assert shown.exit_code == 0, shown.output
+    info = json.loads(shown.stdout)
+    assert info["version"] == "1" and set(info["aliases"]) == {"staging", "production"}
+    assert info["tags"]["vocalis.gate.result"] == "pass"
+    # the description is now the gate's report: it still names the weights' licence
+    assert "CC BY-NC-SA 4.0" in info["tags"]["vocalis.licence"] and "CC BY-NC-SA 4.0" in info["description"]
+
+
 def test_models_uri_resolves_to_the_whole_two_part_artifact(
     store: str, production: object, model_cache: Path, transfer_run: dict[str, Path]
 ) -> None:

@@ -544,6 +544,8 @@ def render_markdown(result: GateResult, decision: str, reason: str | None = None
         f"{result.eval_set['split']}), sha256 `{result.eval_set['hash']}`, {result.eval_set['n_rows']} rows "
         f"from {result.eval_set['n_files']} files",
     ]
+    if c.card.get("licence"):  # pretrained weights under their own terms (a transfer artifact)
+        lines.append(f"- candidate licence: {c.card['licence']}")
     if result.first_promotion:
         lines.append(
             "- **first promotion**: no production version to compare with; the evaluation set is the "
