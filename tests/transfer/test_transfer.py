@@ -63,37 +63,6 @@ def test_wrong_window_length_is_a_clear_error(backbone: BirdNetLite) -> None:
         backbone.embed(np.zeros((1, 1000), np.float32))
 
 
-@pytest.fixture(scope="module")
-def transfer_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two call types x 6 synthetic clips -> embedding cache -> logistic head -> two-part artifact."""
-    from vocalis.configs import compose_config
-    from vocalis.data.synthetic import SynthSpec, generate
-    from vocalis.transfer.export import export_transfer
-    from vocalis.transfer.train import train_transfer
-
-    root = tmp_path_factory.mktemp("transfer")
-    data = root / "data"
-    generate(data, SynthSpec(classes=2, per_class=6, seed=0))
-    (data / SynthSpec(classes=2).labels[0] / "broken.wav").write_bytes(b"RIFF....not audio")
-    cfg = compose_config(
-        [
-            "experiment=transfer_birdnet",
-            f"data.root={data}",
-            f"paths.cache_dir={root / 'cache'}",
-            f"run_dir={root / 'run'}",
-            "logger=none",
-            "data.prepare_workers=1",
-            "data.split.val=0.2",
-            "data.split.test=0.2",
-            "head.C=[1.0]",
-        ]
-    )
-    result = train_transfer(cfg)
-    art = root / "artifact"
-    export_transfer(result.run_dir, art)
-    return {"run": result.run_dir, "artifact": art, "data": data, "cache": result.cache_dir}
-
-
 def test_run_directory_and_cache(transfer_run: dict[str, Path]) -> None:
     from vocalis.transfer.cache import EmbeddingCache
 

@@ -85,7 +85,24 @@ def export(
     if (run_dir / "transfer.json").is_file():  # a transfer run: backbone + head (vocalis.transfer.export)
         from vocalis.cli.transfer import export_transfer_command
 
-        export_transfer_command(run_dir, output, overwrite, name)
+        # what shapes a trained network's graph has no meaning for a head on a pretrained backbone: say so
+        # rather than export something other than what was asked for
+        given = {
+            "--checkpoint": checkpoint != "best",
+            "--prune-amount": prune_amount > 0,
+            "--prune-structured": prune_structured,
+            "--finetune-epochs": finetune_epochs > 0,
+            "--stft": stft != "matmul",
+        }
+        export_transfer_command(
+            run_dir,
+            output,
+            overwrite,
+            name,
+            opset=opset,
+            quantize=quantize,
+            not_applicable=[flag for flag, set_ in given.items() if set_],
+        )
         return
     from vocalis.export.onnx import export_artifact
 

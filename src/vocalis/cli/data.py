@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vocalis.cli.progress import stage_progress
+
 #: progress and messages go to stderr; the summary of what a command made (its result) to stdout
 console = Console(stderr=True)
 out_console = Console()
@@ -58,7 +60,6 @@ def prepare(
 ) -> None:
     """Decode, window and featurize a dataset into the feature cache (does nothing if it is current)."""
     from omegaconf import OmegaConf
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from vocalis.configs import compose_config
     from vocalis.data.prepare import prepare_from_config
@@ -74,21 +75,8 @@ def prepare(
         raise ConfigError(f"config: {key + ': ' if key else ''}{first}") from None
     if not isinstance(data_cfg, dict) or not isinstance(paths_cfg, dict):
         raise ConfigError("config: the data and paths groups must be mappings")
-    tasks: dict[str, Any] = {}
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done)
-
+    bar, progress = stage_progress(console)
+    with bar:
         cache = prepare_from_config(
             {str(k): v for k, v in data_cfg.items()},
             {str(k): v for k, v in paths_cfg.items()},

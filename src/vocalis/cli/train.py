@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vocalis.cli.progress import stage_progress
+
 if TYPE_CHECKING:
     from vocalis.training.sweep import SweepResult
 
@@ -32,26 +34,6 @@ def _quiet_console_logging() -> None:
     for h in root.handlers:
         if h.level == logging.NOTSET:
             h.setLevel(root.level)
-
-
-def _progress_bar() -> tuple[Any, Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
-    tasks: dict[str, Any] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(f"prepare: {stage}", total=total)
-        bar.update(tasks[stage], completed=done)
-
-    return bar, progress
 
 
 def metrics_table(metrics: dict[str, Any], title: str) -> Table:
@@ -100,7 +82,7 @@ def train_command(
         # `vocalis train hparams_search=optuna` is the same as `vocalis sweep`
         _print_sweep(run_sweep(cfg), str(cfg.hparams_search.metric))
         return
-    bar, progress = _progress_bar()
+    bar, progress = stage_progress(console, "prepare: ")
     with bar:
         cache = prepare_data(cfg, progress)
     n_skipped = int(getattr(cache, "meta", {}).get("n_skipped", 0) or 0)

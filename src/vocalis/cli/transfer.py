@@ -15,28 +15,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vocalis.cli.progress import stage_progress
+
 console = Console(stderr=True)
 out_console = Console()
-
-
-def _progress_bar() -> tuple[Any, Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
-    tasks: dict[str, Any] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total)
-        bar.update(tasks[stage], completed=done)
-
-    return bar, progress
 
 
 def _print_cache(cache: Any) -> None:
@@ -74,7 +56,7 @@ def data_embed(
     from vocalis.transfer.train import embed_data
 
     cfg = compose_config(list(overrides or []))
-    bar, progress = _progress_bar()
+    bar, progress = stage_progress(console)
     with bar:
         cache = embed_data(cfg, progress)
     _print_cache(cache)
@@ -85,7 +67,7 @@ def train_transfer_command(cfg: Any, metrics_table: Any) -> None:
     (``metrics_table`` renders the metrics as ``vocalis train`` does)."""
     from vocalis.transfer.train import embed_data, train_transfer
 
-    bar, progress = _progress_bar()
+    bar, progress = stage_progress(console)
     with bar:
         cache = embed_data(cfg, progress)
     if int(cache.meta.get("n_skipped") or 0):
@@ -101,14 +83,34 @@ def train_transfer_command(cfg: Any, metrics_table: Any) -> None:
     out_console.print(f"[green]run directory[/] {result.run_dir}")
 
 
-def export_transfer_command(run_dir: Path, output: Path, overwrite: bool, name: str | None) -> None:
-    """``vocalis export`` of a transfer run: the artifact, and the backbone's licence said out loud."""
+def export_transfer_command(
+    run_dir: Path,
+    output: Path,
+    overwrite: bool,
+    name: str | None,
+    *,
+    opset: int = 18,
+    quantize: str | None = None,
+    not_applicable: list[str] | None = None,
+) -> None:
+    """``vocalis export`` of a transfer run: the artifact, and the backbone's licence said out loud.
+
+    ``not_applicable``: options given that only shape a trained network's graph; refused, one line.
+    """
     from rich.markup import escape
 
+    from vocalis.errors import ConfigError
     from vocalis.transfer.export import export_transfer
 
+    if not_applicable:
+        raise ConfigError(
+            f"{', '.join(not_applicable)}: not applicable to a transfer run ({run_dir} is a head on a "
+            "pretrained backbone, not a trained network); export it without them"
+        )
     with console.status(f"Exporting {run_dir} ..."):
-        result = export_transfer(run_dir, output, overwrite=overwrite, name=name)
+        result = export_transfer(
+            run_dir, output, overwrite=overwrite, name=name, opset=opset, quantize=quantize
+        )
     card, parity = result.card, result.parity
     bb = card.get("backbone") or {}
     table = Table(title=f"Exported {card.name} {card.version}", show_header=False)
@@ -148,7 +150,7 @@ def embed_command(
     from vocalis.transfer.embed import embed_files
 
     t0 = time.perf_counter()
-    bar, progress = _progress_bar()
+    bar, progress = stage_progress(console)
     with bar:
         result = embed_files(
             model, inputs, output, recursive=recursive, hop_s=hop, threads=threads, progress=progress

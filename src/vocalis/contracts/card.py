@@ -19,6 +19,12 @@ from vocalis.errors import ArtifactError
 
 MODEL_FILE = "model.onnx"
 CARD_FILE = "model.json"
+#: the drift reference export stores with the model (:mod:`vocalis.monitoring.reference`)
+REFERENCE_FILES = ("reference.parquet", "reference.json")
+#: what a two-part transfer artifact adds (:mod:`vocalis.transfer.export`): the backbone file, its licence
+BACKBONE_FILES = ("backbone.tflite", "BACKBONE_LICENSE.txt")
+#: every file an artifact directory may hold; export refuses to overwrite a folder holding anything else
+ARTIFACT_FILES = frozenset({MODEL_FILE, CARD_FILE, *REFERENCE_FILES, *BACKBONE_FILES})
 
 
 class ModelCard(BaseModel):
@@ -142,3 +148,26 @@ class ModelCard(BaseModel):
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ArtifactError(f"{path}: not a readable JSON model card ({exc})") from None
         return cls.from_dict(data, where=str(path))
+
+
+def required_files(card: ModelCard) -> list[str]:
+    """The files an artifact cannot work without, as its card describes it.
+
+    Every artifact: ``model.onnx`` and ``model.json``. A two-part (transfer) artifact adds its backbone's
+    model file and licence (the card's ``backbone.file`` and ``backbone.licence_file``).
+    """
+    files = [MODEL_FILE, CARD_FILE]
+    backbone = card.get("backbone")
+    if isinstance(backbone, dict):
+        files += [str(backbone[k]) for k in ("file", "licence_file") if backbone.get(k)]
+    return files
+
+
+def artifact_files(directory: str | Path) -> list[Path]:
+    """The artifact's own files in ``directory`` (the names of :data:`ARTIFACT_FILES` present), sorted.
+
+    What export keeps and the registry copies into a model version: a stray file next to them (notes, a
+    staging leftover) is not part of the artifact.
+    """
+    d = Path(directory)
+    return sorted(d / name for name in ARTIFACT_FILES if (d / name).is_file() and not (d / name).is_symlink())

@@ -21,7 +21,6 @@ export leaves no artifact behind.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 import tempfile
@@ -35,8 +34,9 @@ import torch
 from torch import nn
 
 from vocalis import __version__
-from vocalis.contracts.card import CARD_FILE, MODEL_FILE, ModelCard
+from vocalis.contracts.card import ARTIFACT_FILES, CARD_FILE, MODEL_FILE, ModelCard
 from vocalis.contracts.provenance import git_commit
+from vocalis.contracts.run_files import read_json_object
 from vocalis.contracts.runtime import onnx_session
 from vocalis.errors import ArtifactError, ConfigError
 from vocalis.export.check_windows import AudioWindows, cache_windows, folder_windows, synthetic_windows
@@ -237,18 +237,6 @@ class RunFacts:
     run: dict[str, Any] = field(default_factory=dict)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``, or ``{}`` when the file is missing or unreadable (logged)."""
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable %s: %s", path, exc)
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def card_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """What the card keeps of a run's ``metrics.json`` (the format the trainer writes: one flat object from
     :func:`vocalis.evaluation.evaluate.evaluate_checkpoint`, ``accuracy``, ``macro_f1``, ... and ``split``):
@@ -278,7 +266,7 @@ def resolve_run(source: str | Path, checkpoint: str = "best") -> RunFacts:
             raise ArtifactError(f"{ckpt}: checkpoint not found (checkpoints present: {found or 'none'})")
     else:
         raise ArtifactError(f"{src}: no such run directory or checkpoint file")
-    metrics = _read_json(run_dir / "metrics.json") if run_dir else {}
+    metrics = read_json_object(run_dir / "metrics.json") if run_dir else {}
     # metrics.json holds the test metrics of ONE checkpoint (the trainer evaluates best.ckpt): another
     # checkpoint of the run gets none in its card rather than figures that are not its own
     evaluated = Path(str(metrics.get("checkpoint") or "best.ckpt")).name
@@ -287,7 +275,7 @@ def resolve_run(source: str | Path, checkpoint: str = "best") -> RunFacts:
             "%s: metrics.json evaluates %s, not this checkpoint; the card gets no metrics", ckpt, evaluated
         )
         metrics = {}
-    run = _read_json(run_dir / "run.json") if run_dir else {}
+    run = read_json_object(run_dir / "run.json") if run_dir else {}
     name = run_dir.name if run_dir else ckpt.stem
     return RunFacts(ckpt, run_dir, name, card_metrics(metrics), run)
 
@@ -334,11 +322,8 @@ class ExportResult:
     quantization: dict[str, Any] | None = None
 
 
-#: the files a vocalis artifact directory holds (the model, its card, the drift reference): a directory
-#: with anything else is not replaced, even with ``overwrite``, so ``-o .`` or ``-o ~`` can never be wiped
-ARTIFACT_FILES = frozenset({MODEL_FILE, CARD_FILE, "reference.parquet", "reference.json"})
-#: what a two-part transfer artifact adds (vocalis.transfer.export): the backbone file and its licence
-ARTIFACT_FILES |= {"backbone.tflite", "BACKBONE_LICENSE.txt"}
+#: a directory holding anything but ARTIFACT_FILES (contracts.card) is not replaced, even with
+#: ``overwrite``, so ``-o .`` or ``-o ~`` can never be wiped
 
 
 def check_destination(out: Path, *, overwrite: bool) -> None:

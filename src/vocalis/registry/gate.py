@@ -13,8 +13,9 @@ Checks (figures in the report, one line per failed check on the command line):
 2. **artifact**: ``onnx.checker`` passes, the card's parity record is within its tolerance, the card is
    complete (every field a deployed model must carry).
 3. **speed**: windows per second on this machine (best of a few timed passes, candidate and production
-   interleaved so both see the same load) at least ``min_windows_per_s`` and not below production's by
-   more than ``max_slowdown``.
+   interleaved so both see the same load) at least ``min_windows_per_s``; and seconds of audio per second
+   (windows/s x the card's hop: what an hour of audio costs) not below production's by more than
+   ``max_slowdown``, so models with other windows (a 3 s transfer head vs a 1 s network) compare fairly.
 
 The report (markdown + JSON) is written to ``report_dir`` and logged to the model version by the caller.
 """
@@ -269,6 +270,8 @@ class ModelFigures:
     windows_per_s: float
     n_windows: int
     skipped_files: list[str]
+    #: ``windows_per_s`` x the card's hop: seconds of audio per second at the hop the model predicts with
+    audio_s_per_s: float = 0.0
 
 
 def _quality(predictor: Any, eval_set: EvalSet) -> tuple[dict[str, Any], int, list[str]]:
@@ -485,25 +488,36 @@ def run_gate(
             {"windows_per_s": cand_wps, "budget": config.min_windows_per_s},
         )
     )
+    rates = [wps * p.card.hop_s for wps, p in zip(speeds, [cand, prod] if prod else [cand], strict=True)]
     if prod is not None:
         prod_wps = speeds[1]
-        ok = cand_wps >= prod_wps * (1 - config.max_slowdown)
+        ok = rates[0] >= rates[1] * (1 - config.max_slowdown)
         checks.append(
             Check(
                 "speed-vs-production",
                 ok,
-                f"{cand_wps:.1f} vs production {prod_wps:.1f} windows/s "
-                f"({(cand_wps / prod_wps - 1) * 100:+.1f} %, allowed -{config.max_slowdown * 100:.0f} %)",
-                {"candidate": cand_wps, "production": prod_wps, "max_slowdown": config.max_slowdown},
+                f"{rates[0]:.1f} vs production {rates[1]:.1f} s of audio/s ({cand_wps:.1f} vs {prod_wps:.1f} "
+                f"windows/s, hops {cand.card.hop_s:g} vs {prod.card.hop_s:g} s; "
+                f"{(rates[0] / rates[1] - 1) * 100:+.1f} %, allowed -{config.max_slowdown * 100:.0f} %)",
+                {
+                    "candidate": rates[0],
+                    "production": rates[1],
+                    "unit": "audio seconds per second",
+                    "candidate_windows_per_s": cand_wps,
+                    "production_windows_per_s": prod_wps,
+                    "max_slowdown": config.max_slowdown,
+                },
             )
         )
     first = prod is None
     return GateResult(
         passed=all(c.passed for c in checks),
         checks=checks,
-        candidate=ModelFigures(candidate_label, cand.card.to_dict(), cand_q, cand_wps, cand_n, cand_bad),
+        candidate=ModelFigures(
+            candidate_label, cand.card.to_dict(), cand_q, cand_wps, cand_n, cand_bad, rates[0]
+        ),
         production=ModelFigures(
-            production_label or "", prod.card.to_dict(), prod_q or {}, speeds[1], prod_n, prod_bad
+            production_label or "", prod.card.to_dict(), prod_q or {}, speeds[1], prod_n, prod_bad, rates[1]
         )
         if prod
         else None,
@@ -530,6 +544,8 @@ def render_markdown(result: GateResult, decision: str, reason: str | None = None
         f"{result.eval_set['split']}), sha256 `{result.eval_set['hash']}`, {result.eval_set['n_rows']} rows "
         f"from {result.eval_set['n_files']} files",
     ]
+    if c.card.get("licence"):  # pretrained weights under their own terms (a transfer artifact)
+        lines.append(f"- candidate licence: {c.card['licence']}")
     if result.first_promotion:
         lines.append(
             "- **first promotion**: no production version to compare with; the evaluation set is the "
@@ -550,6 +566,9 @@ def render_markdown(result: GateResult, decision: str, reason: str | None = None
     for key in ("accuracy", "macro_f1", "n_windows"):
         lines.append(f"| {key} | {fig(c, key)} | {fig(p, key)} |")
     lines.append(f"| windows/s | {c.windows_per_s:.1f} | {f'{p.windows_per_s:.1f}' if p else '-'} |")
+    lines.append(
+        f"| audio s/s (at the hop) | {c.audio_s_per_s:.1f} | {f'{p.audio_s_per_s:.1f}' if p else '-'} |"
+    )
     for cls in sorted(c.metrics.get("per_class_recall", {})):
         pv = p.metrics.get("per_class_recall", {}).get(cls) if p else None
         prod_recall = f"{pv:.4f}" if pv is not None else "-"

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from vocalis import __version__
-from vocalis.contracts.card import CARD_FILE, MODEL_FILE, ModelCard
+from vocalis.contracts.card import CARD_FILE, MODEL_FILE, ModelCard, artifact_files, required_files
+from vocalis.contracts.run_files import read_json_object
 from vocalis.errors import ArtifactError, ConfigError, VocalisError
 
 log = logging.getLogger(__name__)
@@ -303,14 +304,17 @@ class Registry:
             raise ArtifactError(f"{artifact}: not a directory (expected an exported model artifact)")
         if not (artifact / MODEL_FILE).is_file() or not (artifact / CARD_FILE).is_file():
             raise ArtifactError(f"{artifact}: not a model artifact (needs {MODEL_FILE} and {CARD_FILE})")
-        Predictor.from_dir(artifact, threads=1)  # ArtifactError when the card or the graph is broken
         card = ModelCard.load(artifact)
+        missing = [f for f in required_files(card) if not (artifact / f).is_file()]
+        if missing:  # a two-part artifact whose backbone file or licence did not travel with it
+            raise ArtifactError(f"{artifact}: incomplete artifact, missing {', '.join(missing)}")
+        Predictor.from_dir(artifact, threads=1)  # ArtifactError when the card or the graph is broken
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
             raise ConfigError(f"--name: '{name}' must be letters, digits, '.', '_' or '-'")
         run_path = Path(run_dir) if run_dir else _card_run_dir(card)
         if run_dir is not None and not Path(run_dir).is_dir():
             raise ConfigError(f"--run: {run_dir} is not a run directory")
-        run_json = _read_json(run_path / "run.json") if run_path else {}
+        run_json = read_json_object(run_path / "run.json") if run_path else {}
         training_run_id = run_json.get("mlflow_run_id")
         tags = card_tags(card, artifact)
         if run_path:
@@ -338,7 +342,7 @@ class Registry:
                     name="vocalis-model",
                     python_model=VocalisPyfunc(),
                     artifacts={ARTIFACT_KEY: str(staged)},
-                    pip_requirements=RUNTIME_REQUIREMENTS,
+                    pip_requirements=runtime_requirements(card),
                     metadata={"vocalis_card": card.to_dict()},
                 )
                 mv = mlflow.register_model(model_info.model_uri, name, tags=tags)
@@ -352,6 +356,8 @@ class Registry:
             f"{card.name} {card.version}: {len(card.classes)} classes at {card.sample_rate} Hz, "
             f"{card.window_s:g} s windows; test metrics {json.dumps(card.metrics.get('accuracy'))} accuracy"
         )
+        if card.get("licence"):
+            description += f"; licence: {card.get('licence')}"
         self.client.update_model_version(name, mv.version, description=description)
         return self.get(ModelRef(name, version=str(mv.version)))
 
@@ -377,6 +383,15 @@ class Registry:
         )
 
 
+def runtime_requirements(card: ModelCard) -> list[str]:
+    """What the model's environment needs: :data:`RUNTIME_REQUIREMENTS`, plus LiteRT when the card's
+    backbone runs in it (a two-part transfer artifact)."""
+    backbone = card.get("backbone")
+    if isinstance(backbone, dict) and backbone.get("runtime") == "litert":
+        return [*RUNTIME_REQUIREMENTS, "ai-edge-litert"]
+    return list(RUNTIME_REQUIREMENTS)
+
+
 def card_tags(card: ModelCard, artifact: Path) -> dict[str, str]:
     """The card's facts as version tags: classes, sample rate, window, data hash, git commit, metrics."""
     tags: dict[str, Any] = {
@@ -396,6 +411,11 @@ def card_tags(card: ModelCard, artifact: Path) -> dict[str, str]:
     cache_dir = (card.source or {}).get("cache_dir")
     if cache_dir:
         tags[TAG + "cache_dir"] = cache_dir
+    backbone = card.get("backbone")
+    if isinstance(backbone, dict):  # a transfer artifact: which pretrained weights, under which licence
+        tags[TAG + "backbone"] = f"{backbone.get('name')} v{backbone.get('version')}"
+        tags[TAG + "backbone_runtime"] = backbone.get("runtime") or ""
+        tags[TAG + "licence"] = card.get("licence") or backbone.get("licence") or ""
     for key, value in (card.metrics or {}).items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             tags[f"{TAG}metric.{key}"] = value
@@ -408,17 +428,12 @@ def _card_run_dir(card: ModelCard) -> Path | None:
 
 
 def _copy_artifact(src: Path, dst: Path) -> None:
+    """Copy the artifact's own files (model, card, drift reference, a transfer artifact's backbone)."""
     import shutil
 
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.staging-*", "__pycache__"))
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    dst.mkdir(parents=True)
+    for f in artifact_files(src):
+        shutil.copy2(f, dst / f.name)
 
 
 def _tag_value(value: Any) -> str:
@@ -448,4 +463,5 @@ __all__ = [
     "card_tags",
     "parse_ref",
     "resolve_tracking_uri",
+    "runtime_requirements",
 ]

@@ -21,114 +21,50 @@ cannot be decoded is listed in ``skipped.csv`` and never stops the run.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
-import multiprocessing as mp
-import os
-import shutil
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 
 from vocalis import audio
-from vocalis.contracts.cache import MANIFEST_COLUMNS
+from vocalis.contracts.cache import ClipWindows, WindowCache, staged_cache, write_tables
 from vocalis.contracts.progress import Progress
 from vocalis.contracts.windows import WindowSpec
+from vocalis.contracts.workers import chunks, run_bounded, worker_pool
 from vocalis.data.prepare import PrepareSettings, window_starts
-from vocalis.data.sources import Clip, FileDigests, build_source, labels_of
+from vocalis.data.sources import Clip, FileDigests, Source, build_source, labels_of
 from vocalis.data.splits import assign_splits
-from vocalis.errors import CacheError, ConfigError, DatasetError
+from vocalis.errors import ConfigError, DatasetError
 from vocalis.transfer.backbones import Backbone, load_backbone
 
 log = logging.getLogger(__name__)
 
 #: bumped whenever what goes into an embedding cache changes meaning (part of the key)
 EMBED_FORMAT = 1
-FILES = ("embeddings.npy", "manifest.csv", "classes.json", "params.json", "skipped.csv", "cache.json")
-REQUIRED_FILES = tuple(f for f in FILES if f != "skipped.csv")
 
 
 @dataclass
-class EmbeddingCache:
-    """A complete embedding cache directory. ``built``: whether this call built it."""
+class EmbeddingCache(WindowCache):
+    """A complete embedding cache directory (the window-cache reader over ``embeddings.npy``)."""
 
-    dir: Path
-    meta: dict[str, Any]
-    classes: list[str]
-    params: dict[str, Any]
-    built: bool = False
-    seconds: float = 0.0
-    _embeddings: np.ndarray | None = field(default=None, repr=False)
-
-    @classmethod
-    def open(cls, directory: str | Path) -> EmbeddingCache:
-        """Open a complete cache; :class:`CacheError` names what is missing."""
-        d = Path(directory)
-        if not d.is_dir():
-            raise CacheError(f"{d}: embedding cache directory does not exist")
-        missing = [f for f in REQUIRED_FILES if not (d / f).exists()]
-        if missing:
-            raise CacheError(f"{d}: incomplete embedding cache, missing {', '.join(missing)}")
-        try:
-            meta = json.loads((d / "cache.json").read_text())
-            classes = json.loads((d / "classes.json").read_text())
-            params = json.loads((d / "params.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise CacheError(f"{d}: unreadable cache metadata ({exc})") from None
-        return cls(dir=d, meta=meta, classes=list(classes), params=params)
+    ARRAY_FILE: ClassVar[str] = "embeddings.npy"
+    KIND: ClassVar[str] = "embedding cache"
 
     @property
     def embeddings(self) -> np.ndarray:
         """float32 ``[N, D]``, memory-mapped read-only."""
-        if self._embeddings is None:
-            self._embeddings = np.load(self.dir / "embeddings.npy", mmap_mode="r")
-        return self._embeddings
-
-    @cached_property
-    def manifest(self) -> pd.DataFrame:
-        """One row per window, in embedding order."""
-        return pd.read_csv(
-            self.dir / "manifest.csv",
-            dtype={"clip_id": str, "path": str, "label": str, "split": str, "group": str},
-            keep_default_na=False,
-        )
-
-    @cached_property
-    def skipped(self) -> pd.DataFrame:
-        """``file, reason`` of every file that could not be used."""
-        path = self.dir / "skipped.csv"
-        if not path.is_file():
-            return pd.DataFrame(columns=["file", "reason"], dtype=str)
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-
-    @property
-    def hash(self) -> str:
-        """The full key of inputs, backbone and parameters."""
-        return str(self.meta["hash"])
+        return self.array
 
     @property
     def backbone(self) -> dict[str, Any]:
         """The backbone's description (name, weights digest, rate, window, embedding size)."""
         return dict(self.params["backbone"])
-
-    def split_indices(self, split: str) -> np.ndarray:
-        """Window indices of one split."""
-        return np.flatnonzero(self.manifest["split"].to_numpy() == split)
-
-    def counts(self) -> pd.DataFrame:
-        """Windows per class (rows) and split (columns)."""
-        m = self.manifest
-        table = pd.crosstab(m["label"], m["split"]).reindex(index=self.classes, fill_value=0)
-        return table.reindex(columns=[s for s in ("train", "val", "test") if s in table.columns])
 
 
 @dataclass(frozen=True)
@@ -235,13 +171,6 @@ def _embed_clips(
 # --- parent side ------------------------------------------------------------------------------------
 
 
-def _executor(workers: int) -> Executor | None:
-    if workers <= 1:
-        return None
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context(method))
-
-
 def embed_from_config(
     data_cfg: Mapping[str, Any],
     paths_cfg: Mapping[str, Any],
@@ -274,58 +203,17 @@ def embed_from_config(
     key = embedding_key(description, settings.window_s, settings.hop_s, source.describe(), clips)
     safe_name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in backbone.name)
     out_dir = cache_root / f"{settings.name}-{safe_name}-{key[:12]}"
-    if not force and _complete(out_dir, key):
+    if not force and EmbeddingCache.is_current(out_dir, key):
         log.info("embedding cache is current: %s", out_dir)
         cache = EmbeddingCache.open(out_dir)
         cache.seconds = time.perf_counter() - t0
         return cache
     spec = WindowSpec(settings.window_s, settings.hop_s, backbone.sample_rate)
-    tmp = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    results: dict[int, _ClipResult] = {}
-    workers = settings.workers if len(clips) >= 4 * settings.workers else 1
     global _backbone
     _backbone = backbone  # inline runs and forked workers reuse the one already loaded
-    try:
-        chunks = [
-            [
-                (i, source.fetch(clips[i]), clips[i].path)
-                for i in range(b, min(b + settings.chunk_size, len(clips)))
-            ]
-            for b in range(0, len(clips), settings.chunk_size)
-        ]
-        pool = _executor(workers)
-        t1 = time.perf_counter()
-        if pool is None:
-            for chunk in chunks:
-                for r in _embed_clips(bb_settings, spec, chunk):
-                    results[r.clip_index] = r
-                if progress:
-                    progress("embedding", len(results), len(clips))
-        else:
-            with pool:
-                futures = [pool.submit(_embed_clips, bb_settings, spec, chunk) for chunk in chunks]
-                for fut in futures:
-                    for r in fut.result():
-                        results[r.clip_index] = r
-                    if progress:
-                        progress("embedding", len(results), len(clips))
-        n_windows = sum(len(r.starts) for r in results.values() if r.starts is not None)
-        log.info(
-            "embedded %d windows of %d clips in %.1f s (%d workers)",
-            n_windows,
-            len(clips),
-            time.perf_counter() - t1,
-            workers,
-        )
+    with staged_cache(out_dir, key, EmbeddingCache, force=force) as tmp:
+        results = _embed_all(source, clips, settings, bb_settings, spec, progress)
         _write(tmp, settings, source.describe(), description, clips, results, key, spec)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     cache = EmbeddingCache.open(out_dir)
     cache.built = True
     cache.seconds = time.perf_counter() - t0
@@ -334,11 +222,40 @@ def embed_from_config(
     return cache
 
 
-def _complete(directory: Path, key: str) -> bool:
-    try:
-        return EmbeddingCache.open(directory).hash == key
-    except Exception:
-        return False
+def _embed_all(
+    source: Source,
+    clips: list[Clip],
+    settings: PrepareSettings,
+    bb_settings: BackboneSettings,
+    spec: WindowSpec,
+    progress: Progress | None,
+) -> dict[int, _ClipResult]:
+    """Every clip through the backbone, chunks in worker processes (fetched only as workers free up)."""
+    results: dict[int, _ClipResult] = {}
+    workers = settings.workers if len(clips) >= 4 * settings.workers else 1
+
+    def collect(chunk_results: list[_ClipResult]) -> None:
+        for r in chunk_results:
+            results[r.clip_index] = r
+        if progress:
+            progress("embedding", len(results), len(clips))
+
+    tasks: Iterator[tuple[Any, ...]] = (
+        (bb_settings, spec, [(i, source.fetch(clips[i]), clips[i].path) for i in chunk])
+        for chunk in chunks(range(len(clips)), settings.chunk_size)
+    )
+    t1 = time.perf_counter()
+    with worker_pool(workers) as pool:
+        run_bounded(pool, _embed_clips, tasks, 2 * workers, collect)
+    n_windows = sum(len(r.starts) for r in results.values() if r.starts is not None)
+    log.info(
+        "embedded %d windows of %d clips in %.1f s (%d workers)",
+        n_windows,
+        len(clips),
+        time.perf_counter() - t1,
+        workers,
+    )
+    return results
 
 
 def _write(
@@ -351,66 +268,34 @@ def _write(
     key: str,
     spec: WindowSpec,
 ) -> None:
-    classes = labels_of(clips)
-    label_index = {c: i for i, c in enumerate(classes)}
-    sr = spec.sample_rate
-    vectors: list[np.ndarray] = []
-    splits: dict[str, dict[str, int]] = {}
-    index = 0
-    with (tmp / "manifest.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(MANIFEST_COLUMNS)
-        for i, c in enumerate(clips):
-            r = results.get(i)
-            if r is None or r.error is not None or r.embeddings is None or r.starts is None:
-                continue
-            vectors.append(r.embeddings)
-            s = splits.setdefault(str(c.split), {"clips": 0, "windows": 0})
-            s["clips"] += 1
-            for st, end in zip(r.starts.tolist(), spec.ends(r.starts, r.num_samples).tolist(), strict=True):
-                w.writerow(
-                    [
-                        index,
-                        c.clip_id,
-                        c.path,
-                        c.label,
-                        label_index[c.label],
-                        c.split,
-                        c.group,
-                        round(st / sr, 6),
-                        round(end / sr, 6),
-                        round(r.duration_s, 6),
-                        r.orig_rate,
-                    ]
-                )
-                index += 1
-                s["windows"] += 1
+    kept = [
+        results[i]
+        for i in range(len(clips))
+        if i in results and results[i].error is None and results[i].embeddings is not None
+    ]
+    vectors = [r.embeddings for r in kept if r.embeddings is not None]
     dim = int(backbone["embedding_dim"])
     np.save(tmp / "embeddings.npy", np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32))
-    skipped = {i: r.error for i, r in results.items() if r.error is not None}
-    with (tmp / "skipped.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["file", "reason"])
-        for i in sorted(skipped):
-            w.writerow([clips[i].path, skipped[i]])
-    (tmp / "classes.json").write_text(json.dumps(classes, indent=2) + "\n")
-    params = {
-        "backbone": backbone,
-        "window_s": settings.window_s,
-        "hop_s": settings.hop_s,
-        "split": {"val": settings.val, "test": settings.test, "seed": settings.split_seed},
-        "source": source,
-    }
-    (tmp / "params.json").write_text(json.dumps(params, indent=2, default=str) + "\n")
-    meta = {
-        "hash": key,
-        "name": settings.name,
-        "format": EMBED_FORMAT,
-        "n_windows": index,
-        "n_clips": sum(s["clips"] for s in splits.values()),
-        "n_skipped": len(skipped),
-        "classes": classes,
-        "splits": splits,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    (tmp / "cache.json").write_text(json.dumps(meta, indent=2) + "\n")
+    windows = [
+        ClipWindows(r.clip_index, r.starts, spec.ends(r.starts, r.num_samples), r.duration_s, r.orig_rate)
+        for r in kept
+        if r.starts is not None
+    ]
+    write_tables(
+        tmp,
+        clips=clips,
+        classes=labels_of(clips),
+        windows=windows,
+        sample_rate=spec.sample_rate,
+        skipped={i: r.error for i, r in results.items() if r.error is not None},
+        params={
+            "backbone": backbone,
+            "window_s": settings.window_s,
+            "hop_s": settings.hop_s,
+            "split": {"val": settings.val, "test": settings.test, "seed": settings.split_seed},
+            "source": source,
+        },
+        key=key,
+        name=settings.name,
+        fmt=EMBED_FORMAT,
+    )

