@@ -13,17 +13,9 @@ from typer.testing import CliRunner
 
 from vocalis.evaluation import classification_metrics
 from vocalis.evaluation.evaluate import evaluate_run
-from vocalis.training.config import compose_config
-from vocalis.training.train import TrainResult, train
 
-
-@pytest.fixture(scope="module")
-def trained(tiny_root: Path, tiny_overrides: list[str]) -> TrainResult:
-    result = train(
-        compose_config([*tiny_overrides, "trainer.max_epochs=2", f"run_dir={tiny_root / 'runs' / 'eval'}"])
-    )
-    assert result is not None
-    return result
+# the run evaluated is the session's run of the real trainer (``trained_run`` in tests/conftest.py, shared
+# with the export tests); the tests write their reports into their own folders, never into the run
 
 
 def test_metrics_of_a_known_prediction() -> None:
@@ -47,11 +39,11 @@ def test_metrics_of_a_known_prediction() -> None:
 
 @pytest.mark.slow
 def test_evaluate_reproduces_the_runs_metrics_and_writes_the_report(
-    trained: TrainResult, tmp_path: Path
+    trained_run: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "report"
-    result = evaluate_run(trained.run_dir, checkpoint="best", split="test", output_dir=out)
-    saved = json.loads((trained.run_dir / "metrics.json").read_text())
+    result = evaluate_run(trained_run, checkpoint="best", split="test", output_dir=out)
+    saved = json.loads((trained_run / "metrics.json").read_text())
     again = json.loads((out / "metrics.json").read_text())
     for key in ("accuracy", "macro_f1", "balanced_accuracy", "macro_auroc", "per_class", "confusion_matrix"):
         assert again[key] == saved[key], key  # same code, same checkpoint, same data: exactly equal
@@ -73,13 +65,13 @@ def test_evaluate_reproduces_the_runs_metrics_and_writes_the_report(
 
 
 @pytest.mark.slow
-def test_cli_table_shows_the_metrics_json_values(trained: TrainResult, tmp_path: Path) -> None:
+def test_cli_table_shows_the_metrics_json_values(trained_run: Path, tmp_path: Path) -> None:
     from vocalis.cli import app
 
     out = tmp_path / "cli"
     res = CliRunner().invoke(
         app,
-        ["evaluate", str(trained.run_dir), "--checkpoint", "last", "--split", "val", "--output", str(out)],
+        ["evaluate", str(trained_run), "--checkpoint", "last", "--split", "val", "--output", str(out)],
     )
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
