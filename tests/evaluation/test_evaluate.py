@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -81,11 +79,14 @@ def test_cli_table_shows_the_metrics_json_values(trained_run: Path, tmp_path: Pa
         assert name in res.output
 
 
-def test_evaluate_a_missing_run_is_a_one_line_error(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", "from vocalis.cli import main; main()", "evaluate", str(tmp_path / "nope")],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2  # a user error
-    assert "run directory not found" in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
+def test_evaluate_a_missing_run_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the console script's entry point, in process (the subprocess form is tested in tests/test_cli.py)
+    from vocalis.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["evaluate", str(tmp_path / "nope")])
+    stderr = capsys.readouterr().err
+    assert ended.value.code == 2  # a user error
+    assert "run directory not found" in " ".join(stderr.split()) and "Traceback" not in stderr
