@@ -69,7 +69,8 @@ test: lint ## Lint, type-check and run every test (slow ones included, the image
 	@# test files are spread over one worker per core (at most 4); the expensive session fixtures are built once
 	@# and shared by the workers (tests/support/shared.py). PYTEST_WORKERS=0 runs everything in one process.
 	@# The Docker image test is `make test-image` (.ci/run runs both).
-	$(RUN) pytest -n $(PYTEST_WORKERS) --maxprocesses=4 --dist loadfile -m "not image" \
+	@# --no-loadscope-reorder: files go out in collection order, the slow ones first (tests/conftest.py)
+	$(RUN) pytest -n $(PYTEST_WORKERS) --maxprocesses=4 --dist loadfile --no-loadscope-reorder -m "not image" \
 		--cov --cov-report=term:skip-covered --cov-report=xml $(PYTEST_ARGS)
 
 .PHONY: test-image
