@@ -64,11 +64,19 @@ format: sync ## Apply ruff's fixes and formatting
 	$(RUN) ruff format src tests benchmarks
 
 .PHONY: test
-test: lint ## Lint, type-check and run every test (slow ones included) with line + branch coverage
+test: lint ## Lint, type-check and run every test (slow ones included, the image build not) with coverage
 	@# the floor is fail_under in pyproject.toml [tool.coverage.report]; coverage.xml is for CI tools
 	@# test files are spread over one worker per core (at most 4); the expensive session fixtures are built once
 	@# and shared by the workers (tests/support/shared.py). PYTEST_WORKERS=0 runs everything in one process.
-	$(RUN) pytest -n $(PYTEST_WORKERS) --maxprocesses=4 --dist loadfile --cov --cov-report=term:skip-covered --cov-report=xml $(PYTEST_ARGS)
+	@# The Docker image test is `make test-image` (.ci/run runs both).
+	@# --no-loadscope-reorder: files go out in collection order, the slow ones first (tests/conftest.py)
+	$(RUN) pytest -n $(PYTEST_WORKERS) --maxprocesses=4 --dist loadfile --no-loadscope-reorder -m "not image" \
+		--cov --cov-report=term:skip-covered --cov-report=xml $(PYTEST_ARGS)
+
+.PHONY: test-image
+test-image: sync ## Build the API image with `make image`, run a container of it and test it (needs Docker)
+	@# no coverage: the service runs inside the container; skips, saying why, where no Docker engine answers
+	$(RUN) pytest -m image $(PYTEST_ARGS) tests/deploy/test_image.py
 
 .PHONY: hooks
 hooks: sync ## Install the git pre-commit hooks (local, offline: the tools of .venv)
@@ -95,7 +103,7 @@ bench: sync ## Run every benchmark (prints figures; see docs/benchmarks.md)
 
 .PHONY: test-fast
 test-fast: sync ## Run the tests not marked slow
-	$(RUN) pytest -n $(PYTEST_WORKERS) --maxprocesses=4 --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(RUN) pytest -n $(PYTEST_WORKERS) --maxprocesses=4 --dist loadfile -m "not slow and not image" $(PYTEST_ARGS)
 
 .PHONY: serve
 serve: sync ## Serve a model over HTTP (MODEL=artifacts/demo, PORT=8000); web page at http://127.0.0.1:8000/

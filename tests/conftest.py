@@ -11,6 +11,17 @@ import pytest
 from support.shared import build_once
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with tests marked ``slow`` first, each file's tests kept together and in order.
+
+    `make test` hands whole files to the xdist workers in collection order (``--dist loadfile
+    --no-loadscope-reorder``): the long end-to-end files start first and the many quick files fill the gaps
+    at the end, instead of one long file running alone on one worker while the others are done (xdist's own
+    order puts the files with the fewest tests, often the longest end-to-end ones, last)."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the order inside each group stays
+
+
 def _overrides(root: Path) -> list[str]:
     """A 3-class x 12-clip synthetic set, 1 s windows, a tiny CNN, no tracker, no progress bar."""
     return [

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,17 +11,9 @@ from typer.testing import CliRunner
 
 from vocalis.evaluation import classification_metrics
 from vocalis.evaluation.evaluate import evaluate_run
-from vocalis.training.config import compose_config
-from vocalis.training.train import TrainResult, train
 
-
-@pytest.fixture(scope="module")
-def trained(tiny_root: Path, tiny_overrides: list[str]) -> TrainResult:
-    result = train(
-        compose_config([*tiny_overrides, "trainer.max_epochs=2", f"run_dir={tiny_root / 'runs' / 'eval'}"])
-    )
-    assert result is not None
-    return result
+# the run evaluated is the session's run of the real trainer (``trained_run`` in tests/conftest.py, shared
+# with the export tests); the tests write their reports into their own folders, never into the run
 
 
 def test_metrics_of_a_known_prediction() -> None:
@@ -47,11 +37,11 @@ def test_metrics_of_a_known_prediction() -> None:
 
 @pytest.mark.slow
 def test_evaluate_reproduces_the_runs_metrics_and_writes_the_report(
-    trained: TrainResult, tmp_path: Path
+    trained_run: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "report"
-    result = evaluate_run(trained.run_dir, checkpoint="best", split="test", output_dir=out)
-    saved = json.loads((trained.run_dir / "metrics.json").read_text())
+    result = evaluate_run(trained_run, checkpoint="best", split="test", output_dir=out)
+    saved = json.loads((trained_run / "metrics.json").read_text())
     again = json.loads((out / "metrics.json").read_text())
     for key in ("accuracy", "macro_f1", "balanced_accuracy", "macro_auroc", "per_class", "confusion_matrix"):
         assert again[key] == saved[key], key  # same code, same checkpoint, same data: exactly equal
@@ -73,13 +63,13 @@ def test_evaluate_reproduces_the_runs_metrics_and_writes_the_report(
 
 
 @pytest.mark.slow
-def test_cli_table_shows_the_metrics_json_values(trained: TrainResult, tmp_path: Path) -> None:
+def test_cli_table_shows_the_metrics_json_values(trained_run: Path, tmp_path: Path) -> None:
     from vocalis.cli import app
 
     out = tmp_path / "cli"
     res = CliRunner().invoke(
         app,
-        ["evaluate", str(trained.run_dir), "--checkpoint", "last", "--split", "val", "--output", str(out)],
+        ["evaluate", str(trained_run), "--checkpoint", "last", "--split", "val", "--output", str(out)],
     )
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
@@ -89,11 +79,14 @@ def test_cli_table_shows_the_metrics_json_values(trained: TrainResult, tmp_path:
         assert name in res.output
 
 
-def test_evaluate_a_missing_run_is_a_one_line_error(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", "from vocalis.cli import main; main()", "evaluate", str(tmp_path / "nope")],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2  # a user error
-    assert "run directory not found" in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
+def test_evaluate_a_missing_run_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the console script's entry point, in process (the subprocess form is tested in tests/test_cli.py)
+    from vocalis.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["evaluate", str(tmp_path / "nope")])
+    stderr = capsys.readouterr().err
+    assert ended.value.code == 2  # a user error
+    assert "run directory not found" in " ".join(stderr.split()) and "Traceback" not in stderr

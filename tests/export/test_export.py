@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -171,15 +170,15 @@ def test_int8_gate_refuses_a_badly_calibrated_model(trained_run: Path, tmp_path:
 
 
 @pytest.mark.slow
-def test_cli_export_refuses_bad_int8_and_writes_good_fp32(trained_run: Path, tmp_path: Path) -> None:
+def test_cli_export_refuses_bad_int8_and_writes_good_fp32(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     silent = tmp_path / "silent"
     silent.mkdir()
     sf.write(silent / "quiet.wav", np.zeros(16_000 * 4, np.float32), 16_000)
-    cli = [sys.executable, "-c", "from vocalis.cli import main; main()"]
-    bad = subprocess.run(
-        [*cli, "export", str(trained_run), "-o", str(tmp_path / "a8"), "--quantize", "int8",
-         "--calibration-audio", str(silent)],
-        capture_output=True, text=True, timeout=300,
+    bad = _export_cli(
+        capsys, str(trained_run), "-o", str(tmp_path / "a8"), "--quantize", "int8",
+        "--calibration-audio", str(silent),
     )  # fmt: skip
     assert bad.returncode == 2, bad.stderr  # a user error: one line, exit 2
     assert "int8 accuracy" in bad.stderr and "fp32" in bad.stderr and "refusing" in bad.stderr
@@ -247,16 +246,36 @@ def test_matmul_stft_computes_what_the_fft_does(params: FeatureParams) -> None:
     assert float((got - ref).abs().max()) <= 1e-2
 
 
-def _export_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    cli = [sys.executable, "-c", "from vocalis.cli import main; main()"]
-    return subprocess.run([*cli, "export", *args], capture_output=True, text=True, timeout=600)
+@dataclass(frozen=True)
+class CliResult:
+    """What ``vocalis export`` ended with: exit status and the text it wrote."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _export_cli(capsys: pytest.CaptureFixture[str], *args: str) -> CliResult:
+    """``vocalis export ARGS`` through the console script's entry point, in this process: the same error
+    handling (one line, exit 2) as the installed command, without a fresh interpreter importing torch for
+    every call (the console script itself, in a subprocess, is tested in tests/test_cli.py)."""
+    from vocalis.cli import main
+
+    capsys.readouterr()  # only this command's output
+    with pytest.raises(SystemExit) as ended:
+        main(["export", *args])
+    out = capsys.readouterr()
+    code = ended.value.code
+    return CliResult(code if isinstance(code, int) else int(code is not None), out.out, out.err)
 
 
 def _tree(path: Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def test_export_refuses_a_folder_that_is_not_an_artifact(tmp_path: Path) -> None:
+def test_export_refuses_a_folder_that_is_not_an_artifact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`-o` a folder with the user's files: one line, exit 2, every file still there byte for byte (the
     check runs before the run is even read, so a missing run does not matter here)."""
     home = tmp_path / "home"
@@ -267,34 +286,38 @@ def test_export_refuses_a_folder_that_is_not_an_artifact(tmp_path: Path) -> None
     (home / "model.onnx").write_bytes(b"x")
     before = _tree(home)
     for extra in ([], ["--overwrite"]):
-        res = _export_cli(str(tmp_path / "no-run"), "-o", str(home), *extra)
+        res = _export_cli(capsys, str(tmp_path / "no-run"), "-o", str(home), *extra)
         assert res.returncode == 2, res.stderr
         assert "not a vocalis artifact" in res.stderr and len(res.stderr.strip().splitlines()) == 1
         assert _tree(home) == before
     (tmp_path / "plain").write_text("a file")
-    res = _export_cli(str(tmp_path / "no-run"), "-o", str(tmp_path / "plain"))
+    res = _export_cli(capsys, str(tmp_path / "no-run"), "-o", str(tmp_path / "plain"))
     assert res.returncode == 2 and "not a folder" in res.stderr
     assert (tmp_path / "plain").read_text() == "a file"
     assert not list(tmp_path.glob(".*staging*")) and not list(tmp_path.glob(".*old-*"))
 
 
 @pytest.mark.slow
-def test_export_replaces_an_artifact_only_with_overwrite(trained_run: Path, tmp_path: Path) -> None:
+def test_export_replaces_an_artifact_only_with_overwrite(
+    trained_run: Path, fp32_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "art"
-    first = export_artifact(trained_run, out, checkpoint="last")
-    assert ModelCard.load(out).version == first.card.version
+    shutil.copytree(fp32_artifact, out)  # an artifact the exporter wrote from this run (session fixture)
+    assert ModelCard.load(out).version == ModelCard.load(fp32_artifact).version
     stamp = (out / "model.onnx").stat().st_mtime_ns
-    res = _export_cli(str(trained_run), "-o", str(out))
+    res = _export_cli(capsys, str(trained_run), "-o", str(out))
     assert res.returncode == 2 and "--overwrite" in res.stderr, res.stderr
     assert (out / "model.onnx").stat().st_mtime_ns == stamp  # untouched
-    res = _export_cli(str(trained_run), "-o", str(out), "--overwrite")
+    res = _export_cli(capsys, str(trained_run), "-o", str(out), "--overwrite")
     assert res.returncode == 0, res.stderr
     assert (out / "model.onnx").stat().st_mtime_ns != stamp  # replaced
     assert ModelCard.load(out).classes == ["alpha", "beta", "gamma"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]  # no staging or old copy left
 
 
-def test_an_artifact_folder_is_refused_without_overwrite_and_swapped_with_it(tmp_path: Path) -> None:
+def test_an_artifact_folder_is_refused_without_overwrite_and_swapped_with_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """An existing artifact: refused without --overwrite (untouched); with it, the new folder takes its
     place by rename and the old one is gone, with no temporary sibling left."""
     from vocalis.export.onnx import _replace_dir
@@ -303,7 +326,7 @@ def test_an_artifact_folder_is_refused_without_overwrite_and_swapped_with_it(tmp
     out.mkdir()
     (out / "model.onnx").write_bytes(b"old model")
     (out / "model.json").write_text("{}")
-    res = _export_cli(str(tmp_path / "no-run"), "-o", str(out))
+    res = _export_cli(capsys, str(tmp_path / "no-run"), "-o", str(out))
     assert res.returncode == 2 and "--overwrite" in res.stderr, res.stderr
     assert (out / "model.onnx").read_bytes() == b"old model"
     new = tmp_path / ".art.staging-x"

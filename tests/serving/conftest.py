@@ -9,18 +9,19 @@ import pytest
 import soundfile as sf
 
 from support.serving import SR, build_artifact, card_version, tone
+from support.shared import build_once
 
 
 @pytest.fixture(scope="session")
 def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real artifact, built once per session."""
-    return build_artifact(tmp_path_factory.mktemp("artifact") / "model", seed=0)
+    """A real artifact, built once per session (shared by the xdist workers; tests copy it to change it)."""
+    return build_once(tmp_path_factory, "serving-artifact", lambda d: build_artifact(d / "model", seed=0))
 
 
 @pytest.fixture(scope="session")
 def artifact_dir_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second artifact (other weights, other version) for reload tests."""
-    return build_artifact(tmp_path_factory.mktemp("artifact2") / "model", seed=1)
+    return build_once(tmp_path_factory, "serving-artifact-v2", lambda d: build_artifact(d / "model", seed=1))
 
 
 @pytest.fixture(scope="session")

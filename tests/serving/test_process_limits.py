@@ -8,6 +8,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -29,6 +31,44 @@ def _hwm_mb(pid: int) -> float:
     raise AssertionError("no VmHWM")
 
 
+def _reset_hwm(pid: int) -> None:
+    """Set a process's peak resident memory (VmHWM) back to its current RSS (Linux ``clear_refs`` 5), so
+    that a test on the shared server measures the peak of its own requests only."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+@dataclass(frozen=True)
+class Server:
+    """The module's `vocalis serve` process: its pid, base URL and prediction log."""
+
+    pid: int
+    base: str
+    db_url: str
+    db_folder: Path
+
+
+@pytest.fixture(scope="module")
+def server(artifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One `vocalis serve` for the memory and log-folder tests (a start-up costs seconds on a loaded
+    machine): at most 5000 windows per file, long uploads scored in 30 s blocks, the log in ``db/``."""
+    tmp = tmp_path_factory.mktemp("limits-server")
+    folder = tmp / "db"
+    db_url = f"sqlite:///{folder / 'log.db'}"
+    port = free_port()
+    proc = start_server(
+        artifact_dir,
+        db_url,
+        port,
+        tmp / "server.log",
+        extra_env={"VOCALIS_MAX_WINDOWS": "5000", "VOCALIS_STREAM_BLOCK_S": "30"},
+    )
+    try:
+        yield Server(proc.pid, f"http://127.0.0.1:{port}", db_url, folder)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def _long_wav(seconds: float, sr: int = 8_000) -> bytes:
     rng = np.random.default_rng(0)
     x = (0.2 * rng.standard_normal(int(seconds * sr))).astype(np.float32)
@@ -37,47 +77,34 @@ def _long_wav(seconds: float, sr: int = 8_000) -> bytes:
     return buf.getvalue()
 
 
-def test_hostile_hops_are_refused_fast_and_memory_stays_bounded(
-    artifact_dir: Path, tmp_path: Path, wav_bytes: bytes
-) -> None:
-    port = free_port()
-    server = start_server(
-        artifact_dir,
-        f"sqlite:///{tmp_path / 'log.db'}",
-        port,
-        tmp_path / "server.log",
-        extra_env={"VOCALIS_MAX_WINDOWS": "5000"},
-    )
-    url = f"http://127.0.0.1:{port}/v1/predict"
+def test_hostile_hops_are_refused_fast_and_memory_stays_bounded(server: Server, wav_bytes: bytes) -> None:
+    url = f"{server.base}/v1/predict"
     long = _long_wav(600.0)  # 10 min, 8-bit at 8 kHz: 4.8 MB
-    try:
-        assert httpx.post(url, files={"file": ("a.wav", wav_bytes)}, timeout=60).status_code == 200
-        base = _hwm_mb(server.pid)
-        for hop in ("0.001", "0.00001", "1e-9"):
-            t0 = time.monotonic()
-            r = httpx.post(url, files={"file": ("a.wav", long)}, data={"hop": hop}, timeout=60)
-            assert r.status_code == 422 and r.json()["error"] == "invalid_option", r.text
-            assert time.monotonic() - t0 < 10
-        # allowed hop, too many windows: refused on the header, before decoding
+    assert httpx.post(url, files={"file": ("a.wav", wav_bytes)}, timeout=60).status_code == 200
+    _reset_hwm(server.pid)
+    base = _hwm_mb(server.pid)
+    for hop in ("0.001", "0.00001", "1e-9"):
         t0 = time.monotonic()
-        r = httpx.post(url, files={"file": ("a.wav", long)}, data={"hop": "0.05"}, timeout=60)
-        assert r.status_code == 413 and r.json()["error"] == "too_many_windows", r.text
+        r = httpx.post(url, files={"file": ("a.wav", long)}, data={"hop": hop}, timeout=60)
+        assert r.status_code == 422 and r.json()["error"] == "invalid_option", r.text
         assert time.monotonic() - t0 < 10
-        # 600 s at a 0.125 s hop: 4793 windows of 1 s, predicted. Cut at once they would take
-        # 4793 * 16000 * 4 B = 307 MB; in batches they take one batch, beside the 38 MB waveform
-        r = httpx.post(url, files={"file": ("a.wav", long)}, data={"hop": "0.125"}, timeout=300)
-        assert r.status_code == 200, r.text
-        assert len(r.json()["detections"]) == 4793
-        grown = _hwm_mb(server.pid) - base
-        print(f"peak RSS {base:.0f} MB after a small request, +{grown:.0f} MB after the long one")
-    finally:
-        server.terminate()
-        server.wait(10)
+    # allowed hop, too many windows: refused on the header, before decoding
+    t0 = time.monotonic()
+    r = httpx.post(url, files={"file": ("a.wav", long)}, data={"hop": "0.05"}, timeout=60)
+    assert r.status_code == 413 and r.json()["error"] == "too_many_windows", r.text
+    assert time.monotonic() - t0 < 10
+    # 600 s at a 0.125 s hop: 4793 windows of 1 s, predicted. Cut at once they would take
+    # 4793 * 16000 * 4 B = 307 MB; scored in 30 s blocks and batches they take one block and one batch
+    r = httpx.post(url, files={"file": ("a.wav", long)}, data={"hop": "0.125"}, timeout=300)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["detections"]) == 4793
+    grown = _hwm_mb(server.pid) - base
+    print(f"peak RSS {base:.0f} MB after a small request, +{grown:.0f} MB after the long one")
     assert grown < 200, f"peak RSS grew by {grown:.0f} MB over the first small request"
 
 
 def test_a_long_upload_is_scored_in_blocks_in_bounded_memory(
-    artifact_dir: Path, tmp_path: Path, wav_bytes: bytes
+    server: Server, artifact_dir: Path, tmp_path: Path, wav_bytes: bytes
 ) -> None:
     """A 50-minute upload goes through Predictor.predict_stream from the spooled file, 30 s at a time:
     the server's peak RSS grows by less than 120 MB (decoded whole at the model's 16 kHz the waveform
@@ -87,25 +114,14 @@ def test_a_long_upload_is_scored_in_blocks_in_bounded_memory(
     minutes = 50
     path = tmp_path / "long.wav"
     path.write_bytes(_long_wav(minutes * 60.0))  # 8-bit at 8 kHz: 24 MB
-    port = free_port()
-    server = start_server(
-        artifact_dir,
-        f"sqlite:///{tmp_path / 'log.db'}",
-        port,
-        tmp_path / "server.log",
-        extra_env={"VOCALIS_STREAM_BLOCK_S": "30"},
-    )
-    url = f"http://127.0.0.1:{port}/v1/predict"
-    try:
-        assert httpx.post(url, files={"file": ("a.wav", wav_bytes)}, timeout=60).status_code == 200
-        base = _hwm_mb(server.pid)
-        with path.open("rb") as fh:
-            r = httpx.post(url, files={"file": ("long.wav", fh)}, timeout=600)
-        grown = _hwm_mb(server.pid) - base
-        print(f"peak RSS {base:.0f} MB after a small request, +{grown:.0f} MB after {minutes} min")
-    finally:
-        server.terminate()
-        server.wait(10)
+    url = f"{server.base}/v1/predict"
+    assert httpx.post(url, files={"file": ("a.wav", wav_bytes)}, timeout=60).status_code == 200
+    _reset_hwm(server.pid)  # the peak of this test's requests only, whatever ran on the server before
+    base = _hwm_mb(server.pid)
+    with path.open("rb") as fh:
+        r = httpx.post(url, files={"file": ("long.wav", fh)}, timeout=600)
+    grown = _hwm_mb(server.pid) - base
+    print(f"peak RSS {base:.0f} MB after a small request, +{grown:.0f} MB after {minutes} min")
     assert r.status_code == 200, r.text
     assert grown < 120, f"peak RSS grew by {grown:.0f} MB for a {minutes}-minute upload"
     body = r.json()
@@ -120,9 +136,7 @@ def test_a_long_upload_is_scored_in_blocks_in_bounded_memory(
     assert np.allclose(conf, [w.top[0][1] for w in expected.windows], atol=1e-4)
     assert body["summary"]["top_label"] == expected.summary.top_label
     # the log row has the file's facts and a drift summary of the audio (RMS of 0.2-sigma noise: -14 dBFS)
-    (row,) = [
-        r for r in PredictionStore(f"sqlite:///{tmp_path / 'log.db'}").rows() if r["file_name"] == "long.wav"
-    ]
+    (row,) = [r for r in PredictionStore(server.db_url).rows() if r["file_name"] == "long.wav"]
     assert row["n_windows"] == minutes * 60 and row["duration_s"] == pytest.approx(minutes * 60.0, abs=1e-3)
     assert row["rms_dbfs"] == pytest.approx(20 * np.log10(0.2), abs=0.5)
 
@@ -190,21 +204,17 @@ def test_stalled_connections_are_closed_and_uploads_bounded(
         server.wait(10)
 
 
-def test_deleting_the_log_folder_is_503_until_it_is_back(
-    artifact_dir: Path, tmp_path: Path, wav_bytes: bytes
-) -> None:
-    folder = tmp_path / "db"
-    db_url = f"sqlite:///{folder / 'log.db'}"
-    port = free_port()
-    server = start_server(artifact_dir, db_url, port, tmp_path / "server.log")
-    base = f"http://127.0.0.1:{port}"
+def test_deleting_the_log_folder_is_503_until_it_is_back(server: Server, wav_bytes: bytes) -> None:
+    """The module's server (it may have logged other tests' requests): its log folder is deleted while it
+    serves, then made again; the test leaves the server working."""
+    base, folder = server.base, server.db_folder
 
     def predict() -> httpx.Response:
         return httpx.post(f"{base}/v1/predict", files={"file": ("a.wav", wav_bytes)}, timeout=30)
 
+    assert predict().status_code == 200
+    shutil.rmtree(folder)
     try:
-        assert predict().status_code == 200
-        shutil.rmtree(folder)
         for _ in range(2):
             r = predict()
             assert r.status_code == 503 and r.json()["error"] == "log_unavailable", r.text
@@ -212,16 +222,15 @@ def test_deleting_the_log_folder_is_503_until_it_is_back(
         ready = httpx.get(f"{base}/ready", timeout=10)
         assert ready.status_code == 503 and ready.json()["error"] == "log_unavailable"
         assert httpx.get(f"{base}/health", timeout=10).status_code == 200
-        folder.mkdir()
-        assert httpx.get(f"{base}/ready", timeout=10).status_code == 200
-        r = predict()
-        assert r.status_code == 200
-        rid = r.json()["request_id"]
     finally:
-        server.terminate()
-        server.wait(10)
-    # the acknowledged prediction is in the log at the configured path, not in a deleted file
-    assert PredictionStore(db_url).request_ids() == {rid}
+        folder.mkdir(exist_ok=True)
+    assert httpx.get(f"{base}/ready", timeout=10).status_code == 200
+    r = predict()
+    assert r.status_code == 200
+    rid = r.json()["request_id"]
+    # the acknowledged prediction is in the log at the configured path, not in a deleted file: the new
+    # file holds it alone
+    assert PredictionStore(server.db_url).request_ids() == {rid}
 
 
 #: bind a folder ($1) read-only over itself, then run the rest of the arguments
