@@ -286,10 +286,17 @@ def main() -> None:
 
             t = time.perf_counter()
             os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
-            ray.init(
-                address="local", num_cpus=default_threads(), include_dashboard=False, log_to_driver=False
-            )
-            print(f"ray start-up: {time.perf_counter() - t:.1f} s (not counted below)")
+            try:
+                ray.init(
+                    address="local", num_cpus=default_threads(), include_dashboard=False, log_to_driver=False
+                )
+                print(f"ray start-up: {time.perf_counter() - t:.1f} s (not counted below)")
+            except (
+                Exception
+            ) as exc:  # a node that dies starting (a loaded machine): the local engines still run
+                ray.shutdown()
+                print(f"ray left out: no local Ray node after {time.perf_counter() - t:.0f} s ({exc})")
+                use_ray = False
         print()
         print(
             "| input | files | audio h | engine | wall s | CPU s | files/s | audio h/s | x before | "
@@ -321,7 +328,8 @@ def main() -> None:
             pipe = res["pipelined"]
             line = (
                 f"{name}: pipelined / before {base['wall_s'] / pipe['wall_s']:.2f}x files/s "
-                f"(target >= 1.5x; CPU s {base['cpu_s'] / pipe['cpu_s']:.2f}x)"
+                f"({'target >= 1.5x; ' if name == 'short clips' else ''}"
+                f"CPU s {base['cpu_s'] / pipe['cpu_s']:.2f}x)"
             )
             if "ray" in res:
                 r = res["ray"]
@@ -333,8 +341,6 @@ def main() -> None:
         print()
         print("\n".join(summary))
         if use_ray:
-            import ray
-
             ray.shutdown()
     load1 = os.getloadavg()
     print(f"\nload average after: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
