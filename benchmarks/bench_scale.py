@@ -286,6 +286,7 @@ def main() -> None:
 
             t = time.perf_counter()
             os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
+            os.environ.setdefault("RAY_worker_niceness", "0")  # as the engine does (ray_engine.py)
             try:
                 ray.init(
                     address="local", num_cpus=default_threads(), include_dashboard=False, log_to_driver=False

@@ -207,8 +207,9 @@ def ray_head() -> Iterator[str]:
     pytest.importorskip("ray")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COV_", "COVERAGE_"))}
     # workers use this interpreter (not `uv run` in their own folder); `ray start` waits long enough for
-    # a raylet that registers late on a busy machine
-    env.update(RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", RAY_raylet_start_wait_time_s="120")
+    # a raylet that registers late on a busy machine; workers at our priority, not Ray's nice 15 (they
+    # starve behind other tests otherwise)
+    env.update(RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", RAY_raylet_start_wait_time_s="120", RAY_worker_niceness="0")
     logs: list[str] = []
     leaked: list[int] = []
     for _ in range(3):

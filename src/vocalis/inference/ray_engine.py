@@ -173,6 +173,10 @@ def run_ray(
                 # the raylet waits this long for its agents' port files; a busy machine needs more than the
                 # default to start them (seen: 20 s on 2 cores at load 14)
                 os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
+                # Ray starts its workers at nice 15 (its control plane first); on a machine shared with
+                # other work they then get next to no CPU (seen: actors still loading the model after 2
+                # minutes at load 18): this run's workers compete like the local engine's processes do
+                os.environ.setdefault("RAY_worker_niceness", "0")
                 # "local": a new instance even where RAY_ADDRESS is set or `ray start` left a cluster
                 # running (ray.init() alone joins those; then --address says so)
                 ray.init(address="local", num_cpus=default_threads(), **kwargs)
