@@ -1,12 +1,23 @@
 """``vocalis predict --engine ray``: the same detections as the local engine on a local Ray instance (started
-and stopped by the command: 2 CPUs here), broken files in the errors file, resume across engines, and a clear
+and stopped by the command: 2 CPUs here), broken files in the errors file, resume across engines, a run killed
+with SIGKILL half-way on a Ray cluster started by the test that, resumed, gives each file once, and a clear
 message when Ray is not installed."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
+import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +25,7 @@ import pytest
 import soundfile as sf
 
 from support.runs import SR, call
+from vocalis.inference.resume import journal_path
 
 #: probabilities of the two engines: the same samples, batches of other shapes
 TOL = 1e-5
@@ -100,6 +112,241 @@ def test_ray_engine_matches_local_and_resumes(artifact: Path, folder: Path, tmp_
     whole = _run(_cli(str(artifact), str(folder), "-o", str(fresh), *args))
     assert whole.returncode == 0, whole.stderr[-3000:]
     _same(_rows(fresh), want)
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` TCP ports free right now (held open together, so they differ)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _in_session(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (a process started with ``start_new_session`` and everything it
+    started, however deep: Ray's raylet, GCS, agents and workers keep their starter's session)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # the fields after the command name (which may hold spaces) in /proc/PID/stat: state ppid pgrp sid
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def _end_session(sid: int, grace_s: float) -> list[int]:
+    """SIGTERM the session's processes, SIGKILL what is left after ``grace_s``; the pids that had to be
+    killed (empty when the session ended by itself)."""
+    for pid in _in_session(sid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while _in_session(sid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = _in_session(sid)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return left
+
+
+def _start_head(temp: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str | None]:
+    """One try at ``ray start --head --block`` (2 CPUs, its own session, every port chosen here):
+    ``(process, address)``, the address ``None`` when the node died starting."""
+    port, client, agent, grpc, env_agent, metrics, node, objects = _free_ports(8)
+    cmd = [
+        str(Path(sys.executable).with_name("ray")),
+        "start",
+        "--head",
+        "--block",
+        "--no-monitor",  # no autoscaler process: one Python process less competing with the agents
+        f"--port={port}",
+        "--num-cpus=2",
+        f"--temp-dir={temp}",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+        f"--ray-client-server-port={client}",
+        f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={grpc}",
+        f"--runtime-env-agent-port={env_agent}",
+        f"--metrics-export-port={metrics}",
+        f"--node-manager-port={node}",
+        f"--object-manager-port={objects}",
+    ]
+    log = temp / "head.log"
+    with log.open("w") as fh:
+        head = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and head.poll() is None:
+        if "Ray runtime started" in log.read_text():
+            return head, f"127.0.0.1:{port}"
+        # the raylet gives its agents a fixed 15 s to write their port files; on a loaded machine their
+        # imports take longer and the raylet aborts, while `ray start` would wait on for minutes: try again
+        if any(
+            "Check failed" in f.read_text(errors="replace") for f in temp.glob("session_2*/logs/raylet.out")
+        ):
+            break
+        time.sleep(0.5)
+    return head, None
+
+
+@pytest.fixture
+def ray_head() -> Iterator[str]:
+    """A Ray cluster of one 2-CPU node, started for the test in its own session (``ray start --head
+    --block``; up to three tries, each bounded) and stopped after it; the test fails if any of its
+    processes outlives the stop."""
+    pytest.importorskip("ray")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COV_", "COVERAGE_"))}
+    # workers use this interpreter (not `uv run` in their own folder); `ray start` waits long enough for
+    # a raylet that registers late on a busy machine; workers at our priority, not Ray's nice 15 (they
+    # starve behind other tests otherwise)
+    env.update(RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", RAY_raylet_start_wait_time_s="120", RAY_worker_niceness="0")
+    logs: list[str] = []
+    leaked: list[int] = []
+    for _ in range(3):
+        # Ray's socket paths live under the temp dir and must fit in 107 bytes: a short one, not tmp_path
+        temp = Path(tempfile.mkdtemp(prefix="vr", dir="/tmp"))
+        head, address = _start_head(temp, env)
+        try:
+            if address is not None:
+                yield address
+                break
+            aborts = [
+                line[:400]
+                for f in temp.glob("session_2*/logs/raylet.out")
+                for line in f.read_text(errors="replace").splitlines()
+                if "Check failed" in line
+            ]
+            logs.append((temp / "head.log").read_text()[-1000:] + "\n".join(aborts))
+        finally:
+            if address is None:  # a try that failed starting: `ray start` may not heed SIGTERM yet
+                _end_session(head.pid, grace_s=0)
+            else:
+                head.send_signal(signal.SIGTERM)  # `ray start --block` stops its node's processes
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    head.wait(timeout=60)
+                leaked = _end_session(head.pid, grace_s=30)
+            head.wait(timeout=30)
+            shutil.rmtree(temp, ignore_errors=True)
+    else:
+        pytest.fail("a 2-CPU Ray node did not start in three tries:\n" + "\n---\n".join(logs))
+    assert not leaked, f"Ray processes outlived the cluster's stop: {leaked}"
+
+
+def _write_clips(root: Path, n: int, seed: int) -> Path:
+    """``n`` recordings of 8-24 s in real formats: WAV at the model's rate, FLAC at 48 kHz, stereo OGG."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    labels = ("alpha", "beta", "gamma")
+    for k in range(n):
+        label, seconds = labels[k % 3], float(rng.uniform(8.0, 24.0))
+        if k % 4 == 1:
+            sf.write(root / f"c{k:03d}.flac", call(label, seconds, 48_000, rng), 48_000)
+        elif k % 4 == 2:
+            x = call(label, seconds, 22_050, rng)
+            sf.write(root / f"c{k:03d}.ogg", np.stack([x, 0.5 * x], axis=1), 22_050)
+        else:
+            sf.write(root / f"c{k:03d}.wav", call(label, seconds, SR, rng), SR)
+    return root
+
+
+def _strict_rows(path: Path) -> list[dict[str, str]]:
+    """Parse a CSV output strictly: the header, and every row with all six fields."""
+    with path.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        assert header == ["file", "start_s", "end_s", "label", "confidence", "rank"]
+        rows = list(reader)
+    for r in rows:
+        assert len(r) == 6 and float(r[4]) >= 0 and int(r[5]) >= 1, r
+    return [dict(zip(header, r, strict=True)) for r in rows]
+
+
+def _row_sets(rows: list[dict[str, str]]) -> dict[str, Counter[tuple[str, str, str, str]]]:
+    out: dict[str, Counter[tuple[str, str, str, str]]] = {}
+    for r in rows:
+        out.setdefault(r["file"], Counter())[(r["start_s"], r["end_s"], r["label"], r["rank"])] += 1
+    return out
+
+
+def _committed_files(journal: Path) -> int:
+    """Files the journal says are committed (a line cut short by a kill does not count)."""
+    if not journal.exists():
+        return 0
+    n = 0
+    for line in journal.read_text().split("\n")[1:-1]:
+        with contextlib.suppress(json.JSONDecodeError):
+            n += len(json.loads(line).get("files", []))
+    return n
+
+
+@pytest.mark.slow
+def test_ray_run_killed_half_way_resumes_each_file_once(
+    artifact: Path, ray_head: str, tmp_path: Path
+) -> None:
+    """A Ray driver SIGKILLed mid-run leaves a parseable output holding whole files only; the resumed run
+    (on the same cluster) adds exactly the missing files: the local engine's rows, each file once."""
+    n = 40
+    clips = _write_clips(tmp_path / "clips", n, seed=11)
+    (clips / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(40)))
+    clean = tmp_path / "local.csv"
+    done = _run(_cli(str(artifact), str(clips), "-o", str(clean)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = _row_sets(_strict_rows(clean))
+    assert len(expected) == n
+    want = {(r["file"], r["start_s"], r["rank"]): float(r["confidence"]) for r in _strict_rows(clean)}
+
+    out = tmp_path / "ray.csv"
+    journal = journal_path(out)
+    # a commit after every file: the kill lands between commits, never after the last one
+    args = (str(artifact), str(clips), "-o", str(out), "--commit-seconds", "0", "--engine", "ray")
+    args += ("--address", ray_head)
+    log = tmp_path / "killed.log"
+    with log.open("w") as fh:
+        driver = subprocess.Popen(_cli(*args), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    seen = 0
+    try:
+        deadline = time.monotonic() + 300
+        while driver.poll() is None and time.monotonic() < deadline:
+            if out.exists():
+                _strict_rows(out)  # readable at every moment, never half a row
+                seen += 1
+            if 0 < _committed_files(journal) < n:
+                break
+            time.sleep(0.01)
+        assert driver.poll() is None, f"the run ended before it could be killed:\n{log.read_text()[-3000:]}"
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=30)
+    # the driver started nothing of its own that outlives it (its Ray workers are the cluster's to end)
+    assert not _end_session(driver.pid, grace_s=10)
+    assert seen > 0
+    partial = _row_sets(_strict_rows(out))  # parseable right after the kill
+    assert 0 < len(partial) < n
+    assert all(rows == expected[f] for f, rows in partial.items())  # whole files only
+
+    resumed = _run(_cli(*args))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "already done" in _said(resumed.stderr)
+    final = _strict_rows(out)
+    got = _row_sets(final)
+    assert set(got) == set(expected)  # no gaps
+    for f, rows in got.items():  # no duplicates: each file's rows once, the local engine's rows
+        assert rows == expected[f], f
+    assert max(abs(float(r["confidence"]) - want[(r["file"], r["start_s"], r["rank"])]) for r in final) <= TOL
+    assert _errors(out) == {"corrupt.wav"}
 
 
 def test_missing_ray_names_the_extra(folder: Path, tmp_path: Path) -> None:

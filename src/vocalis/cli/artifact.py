@@ -215,7 +215,7 @@ def predict(
         None, "--address", help="ray: cluster address (auto, ray://host:10001); default: a local Ray."
     ),
     num_workers: int | None = typer.Option(
-        None, "--num-workers", min=1, help="ray: model actors (default: half the cluster's CPUs)."
+        None, "--num-workers", min=1, help="ray: actors (default: one per --threads CPUs of the cluster)."
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Carry on an interrupted run (the default whenever -o and its journal exist)."
