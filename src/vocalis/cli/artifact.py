@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -82,8 +82,9 @@ def export(
     name: str | None = typer.Option(None, "--name", help="Model name in the card (default: the run's name)."),
 ) -> None:
     """Export a trained run to ONNX (featurizer inside) with a model card, after parity and graph checks."""
-    if (run_dir / "transfer.json").is_file():  # a transfer run: backbone + head (vocalis.transfer.export)
-        from vocalis.cli.transfer import export_transfer_command
+    transfer = (run_dir / "transfer.json").is_file()  # a transfer run: backbone + head (vocalis.transfer)
+    if transfer:
+        from vocalis.transfer.compose import export_composed, is_artifact_backbone_run
 
         # what shapes a trained network's graph has no meaning for a head on a pretrained backbone: say so
         # rather than export something other than what was asked for
@@ -94,37 +95,52 @@ def export(
             "--finetune-epochs": finetune_epochs > 0,
             "--stft": stft != "matmul",
         }
-        export_transfer_command(
-            run_dir,
-            output,
-            overwrite,
-            name,
-            opset=opset,
-            quantize=quantize,
-            not_applicable=[flag for flag, set_ in given.items() if set_],
-        )
-        return
+        not_applicable = [flag for flag, set_ in given.items() if set_]
+        if not is_artifact_backbone_run(run_dir):  # BirdNET: the two-part artifact
+            from vocalis.cli.transfer import export_transfer_command
+
+            export_transfer_command(
+                run_dir,
+                output,
+                overwrite,
+                name,
+                opset=opset,
+                quantize=quantize,
+                not_applicable=not_applicable,
+            )
+            return
+        if quantize:
+            not_applicable.append("--quantize")
+        if not_applicable:
+            raise ConfigError(
+                f"{', '.join(not_applicable)}: not applicable to a head on a vocalis artifact's embedding "
+                f"({run_dir}); export it without them"
+            )
     from vocalis.export.onnx import export_artifact
 
+    result: Any  # ExportResult, or the composed transfer artifact's (same attributes)
     with console.status(f"Exporting {run_dir} ..."):
-        result = export_artifact(
-            run_dir,
-            output,
-            overwrite=overwrite,
-            checkpoint=checkpoint,
-            quantize=quantize,
-            opset=opset,
-            force=force,
-            max_accuracy_drop=max_drop,
-            calibration_windows=calibration_windows,
-            quant_format=quant_format,
-            prune_amount=prune_amount,
-            prune_structured=prune_structured,
-            finetune_epochs=finetune_epochs,
-            name=name,
-            stft=stft,
-            calibration_audio=calibration_audio,
-        )
+        if transfer:  # a head on a vocalis artifact's embedding: one ONNX graph (artifact graph + head)
+            result = export_composed(run_dir, output, overwrite=overwrite, name=name)
+        else:
+            result = export_artifact(
+                run_dir,
+                output,
+                overwrite=overwrite,
+                checkpoint=checkpoint,
+                quantize=quantize,
+                opset=opset,
+                force=force,
+                max_accuracy_drop=max_drop,
+                calibration_windows=calibration_windows,
+                quant_format=quant_format,
+                prune_amount=prune_amount,
+                prune_structured=prune_structured,
+                finetune_epochs=finetune_epochs,
+                name=name,
+                stft=stft,
+                calibration_audio=calibration_audio,
+            )
     card, parity = result.card, result.parity
     table = Table(title=f"Exported {card.name} {card.version}", show_header=False)
     table.add_row("artifact", str(result.directory))
@@ -160,6 +176,11 @@ def export(
             table.add_row("test accuracy", "not checked (no test audio; forced)")
     if card.optimization.get("pruning"):
         table.add_row("pruning", escape(str(card.optimization["pruning"])))
+    if card.get("backbone"):  # a head on another artifact's embedding: say whose, and its licence
+        bb = card.get("backbone")
+        table.add_row(
+            "backbone", escape(f"{bb.get('name')} {bb.get('artifact_version')}, licence {bb.get('licence')}")
+        )
     size = (result.directory / "model.onnx").stat().st_size
     table.add_row("model.onnx", f"{size / 1e6:.2f} MB")
     if card.metrics:

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 
 from vocalis.contracts.cache import FeatureCache
+from vocalis.data.splits import check_max_per_class, few_shot_indices
 from vocalis.errors import CacheError
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,10 @@ class CacheDataModule(L.LightningDataModule):
 
     ``balanced_sampler=True`` draws training windows with probability inversely proportional to their
     class frequency (with replacement, one epoch = as many draws as training windows).
+
+    ``max_per_class=N`` (few-shot, ``data.max_per_class``) keeps N training and at most N validation
+    recordings per class, drawn with ``seed`` by :func:`vocalis.data.splits.few_shot_indices` (the draw
+    transfer heads use); the test split is never reduced.
     """
 
     def __init__(
@@ -104,6 +109,7 @@ class CacheDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         balanced_sampler: bool = False,
         seed: int = 0,
+        max_per_class: int | None = None,
     ) -> None:
         super().__init__()
         self.cache = cache
@@ -114,16 +120,22 @@ class CacheDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.balanced_sampler = balanced_sampler
         self.seed = seed
+        self.max_per_class = check_max_per_class(max_per_class)
         self.classes: list[str] = list(cache.classes)
         manifest = cache.manifest
         features_path = Path(cache.dir) / "features.npy"
         if not features_path.is_file():
             raise CacheError(f"{features_path}: feature cache has no features.npy")
         self.datasets: dict[str, CachedWindows] = {}
-        for split in SPLITS:
-            rows = manifest[manifest["split"] == split]
-            self.datasets[split] = CachedWindows(
-                features_path, rows["index"].to_numpy(), rows["label_index"].to_numpy()
+        labels = manifest.set_index("index")["label_index"]
+        for split, indices in few_shot_indices(manifest, self.max_per_class, seed).items():
+            self.datasets[split] = CachedWindows(features_path, indices, labels.loc[indices].to_numpy())
+        if self.max_per_class:
+            log.info(
+                "few-shot: at most %d recordings per class, seed %d: %s windows (train/val/test)",
+                self.max_per_class,
+                seed,
+                "/".join(str(len(self.datasets[s])) for s in SPLITS),
             )
         if len(self.datasets["train"]) == 0:
             raise CacheError(f"{cache.dir}: the cache has no training windows")

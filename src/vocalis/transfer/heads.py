@@ -90,35 +90,41 @@ class Head:
         except (OSError, KeyError, ValueError) as exc:
             raise ArtifactError(f"{path}: not a readable transfer head ({exc})") from None
 
-    def to_onnx(self, path: str | Path, opset: int = 18) -> Path:
-        """The head as ONNX: input ``embedding [batch, D]`` -> outputs ``probabilities``, ``logits``."""
-        import onnx
+    def onnx_model(self, opset: int = 18, prefix: str = "") -> Any:
+        """The head as an ONNX ``ModelProto``: input ``embedding [batch, D]`` -> ``probabilities``,
+        ``logits``; every other name (initializers, intermediate values) starts with ``prefix``, so the
+        nodes can join another graph that already has names of its own (:mod:`vocalis.transfer.compose`)."""
         from onnx import TensorProto, helper, numpy_helper
 
+        def n(name: str) -> str:
+            return f"{prefix}{name}"
+
         inits = [
-            numpy_helper.from_array(self.mean.astype(np.float32), "mean"),
-            numpy_helper.from_array(self.scale.astype(np.float32), "scale"),
+            numpy_helper.from_array(self.mean.astype(np.float32), n("mean")),
+            numpy_helper.from_array(self.scale.astype(np.float32), n("scale")),
         ]
         nodes = [
-            helper.make_node("Sub", ["embedding", "mean"], ["centered"]),
-            helper.make_node("Div", ["centered", "scale"], ["z0"]),
+            helper.make_node("Sub", ["embedding", n("mean")], [n("centered")], name=n("sub")),
+            helper.make_node("Div", [n("centered"), n("scale")], [n("z0")], name=n("div")),
         ]
-        z = "z0"
+        z = n("z0")
         for k, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             inits += [
-                numpy_helper.from_array(w.astype(np.float32), f"w{k}"),
-                numpy_helper.from_array(b.astype(np.float32), f"b{k}"),
+                numpy_helper.from_array(w.astype(np.float32), n(f"w{k}")),
+                numpy_helper.from_array(b.astype(np.float32), n(f"b{k}")),
             ]
             last = k == len(self.weights) - 1
-            out = "logits" if last else f"h{k}"
+            out = "logits" if last else n(f"h{k}")
             nodes += [
-                helper.make_node("MatMul", [z, f"w{k}"], [f"mm{k}"]),
-                helper.make_node("Add", [f"mm{k}", f"b{k}"], [out if last else f"pre{k}"]),
+                helper.make_node("MatMul", [z, n(f"w{k}")], [n(f"mm{k}")], name=n(f"matmul{k}")),
+                helper.make_node(
+                    "Add", [n(f"mm{k}"), n(f"b{k}")], [out if last else n(f"pre{k}")], name=n(f"add{k}")
+                ),
             ]
             if not last:
-                nodes.append(helper.make_node("Relu", [f"pre{k}"], [out]))
+                nodes.append(helper.make_node("Relu", [n(f"pre{k}")], [out], name=n(f"relu{k}")))
             z = out
-        nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1))
+        nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1, name=n("softmax")))
         n_classes = len(self.classes)
         graph = helper.make_graph(
             nodes,
@@ -132,6 +138,13 @@ class Head:
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
         model.ir_version = 8
+        return model
+
+    def to_onnx(self, path: str | Path, opset: int = 18) -> Path:
+        """The head as ONNX: input ``embedding [batch, D]`` -> outputs ``probabilities``, ``logits``."""
+        import onnx
+
+        model = self.onnx_model(opset)
         onnx.checker.check_model(model, full_check=True)
         onnx.save(model, str(path))
         return Path(path)

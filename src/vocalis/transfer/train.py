@@ -7,7 +7,8 @@ test evaluation, ``per_class.csv``, ``confusion_matrix.png``, ``misclassified.cs
 same loggers (MLflow by default). The head's regularisation is chosen on the validation split.
 
 Few-shot: ``data.max_per_class=N`` keeps N training recordings per class (and at most N validation
-recordings per class), drawn with ``seed``; all their windows are used. The test split is never reduced.
+recordings per class), drawn with ``seed`` by :func:`vocalis.data.splits.few_shot_indices` (the same draw
+as a from-scratch run's); all their windows are used. The test split is never reduced.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vocalis.data.splits import check_max_per_class, few_shot_indices
 from vocalis.errors import ConfigError
+from vocalis.transfer.backbones import ARTIFACT_PREFIX
 from vocalis.transfer.cache import EmbeddingCache, embed_from_config
 from vocalis.transfer.heads import HEAD_FILE, Head, fit_head
 
@@ -69,21 +71,20 @@ def embed_data(cfg: DictConfig, progress: Any = None) -> EmbeddingCache:
         paths_cfg = _plain(cfg.paths)
     except Exception as exc:  # a mandatory value left unset (data.root=???) and the like
         raise ConfigError(f"config: {exc}".splitlines()[0]) from None
-    backbone = _plain(cfg.backbone) if cfg.get("backbone") is not None else None
+    backbone = None
+    if cfg.get("backbone") is not None:
+        try:
+            backbone = _plain(OmegaConf.to_container(cfg.backbone, resolve=True, throw_on_missing=True))
+        except Exception:  # backbone=artifact without backbone.path=DIR
+            raise ConfigError("backbone.path: no artifact given; add backbone.path=ARTIFACT_DIR") from None
     return embed_from_config(data_cfg, paths_cfg, backbone, seed=int(cfg.seed), progress=progress)
 
 
-def few_shot_rows(manifest: pd.DataFrame, split: str, max_per_class: int | None, seed: int) -> np.ndarray:
-    """Window indices of ``split``, keeping at most ``max_per_class`` recordings (clips) of each class."""
-    rows = manifest[manifest["split"] == split]
-    if not max_per_class:
-        return rows["index"].to_numpy()
-    rng = np.random.default_rng(seed)
-    keep: list[str] = []
-    for _, group in rows.groupby("label", sort=True):
-        clips = np.array(sorted(group["clip_id"].unique()))
-        keep += rng.choice(clips, size=min(int(max_per_class), len(clips)), replace=False).tolist()
-    return rows[rows["clip_id"].isin(set(keep))]["index"].to_numpy()
+def _artifact_dir(cfg: DictConfig, cache: EmbeddingCache) -> str | None:
+    """The absolute directory of the artifact the backbone is, or None (a named backbone)."""
+    if not str(cache.backbone.get("name", "")).startswith(ARTIFACT_PREFIX):
+        return None
+    return str(Path(str(cfg.backbone.name)).expanduser().resolve())
 
 
 def train_transfer(
@@ -108,9 +109,7 @@ def train_transfer(
     cs = [float(c) for c in (cs if isinstance(cs, list) else [cs])]
     if not cs or any(c <= 0 for c in cs):
         raise ConfigError(f"head.C: positive values needed, got {cs}")
-    max_per_class = cfg.data.get("max_per_class")
-    if max_per_class is not None and int(max_per_class) < 1:
-        raise ConfigError(f"data.max_per_class: must be at least 1 (or null), got {max_per_class}")
+    n = check_max_per_class(cfg.data.get("max_per_class"))
     resume = cfg.get("resume")
     run_dir = _decide_run_dir(cfg).resolve()
     if not resume and (run_dir / "config.yaml").exists():
@@ -133,10 +132,8 @@ def train_transfer(
         manifest = cache.manifest
         emb = np.asarray(cache.embeddings)
         labels = manifest["label_index"].to_numpy().astype(np.int64)
-        n = int(max_per_class) if max_per_class else None
-        tr = few_shot_rows(manifest, "train", n, seed)
-        va = few_shot_rows(manifest, "val", n, seed + 1)
-        te = few_shot_rows(manifest, "test", None, seed)
+        rows_of = few_shot_indices(manifest, n, seed)  # shared with the feature-cache DataModule
+        tr, va, te = rows_of["train"], rows_of["val"], rows_of["test"]
         t1 = time.perf_counter()
         best: tuple[float, Head] | None = None
         for c in cs:
@@ -197,6 +194,8 @@ def train_transfer(
             {
                 "backbone": cache.backbone,
                 "backbone_config": _plain(cfg.backbone),
+                # a vocalis artifact as the backbone: where it is (export composes its graph with the head)
+                "backbone_artifact": _artifact_dir(cfg, cache),
                 "head": {"kind": kind, "C": head.params["C"], "C_grid": cs, "val_macro_f1": val_f1},
                 "cache_dir": str(cache.dir),
                 "cache_hash": cache.hash,
