@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 from threadpoolctl import threadpool_limits
 
 from vocalis import audio
@@ -180,6 +182,58 @@ def _get_featurizer(features: FeatureParams) -> ClipFeaturizer:
     return _featurizer
 
 
+# Files on disk are opened by libsndfile itself (native reads): through a Python file object or bytes, as
+# vocalis.audio opens them to handle every odd case, each block libsndfile reads is a Python callback, which
+# cost about 20 % of a short clip's decoding here. Anything else (any MPEG stream, MP3 in WAV included, a
+# damaged header, a rate out of range, NaN samples, a pipe) goes through vocalis.audio, which decodes it or
+# names the reason; the samples of a file both can read are the same libsndfile decode (checked equal on
+# a third of the real set, 292 files of 18 formats and rates, and on synthetic clips).
+
+
+def _regular_file(src: str | bytes) -> bool:
+    if not isinstance(src, str):
+        return False
+    try:
+        return stat.S_ISREG(os.stat(src).st_mode)
+    except OSError:
+        return False
+
+
+def _native_ok(snd: sf.SoundFile) -> bool:
+    # MPEG streams (MP3, MP3 in WAV) go through vocalis.audio: it unwraps MP3-in-WAV, which a native open
+    # decodes with other padding (checked on the real set: 0.75 k samples more, up to 0.1 apart)
+    rate_ok = audio.MIN_SAMPLE_RATE <= snd.samplerate <= audio.MAX_SAMPLE_RATE
+    return rate_ok and snd.channels >= 1 and not str(snd.subtype).startswith("MPEG")
+
+
+def _header(src: str | bytes, name: str) -> tuple[int, int]:
+    """``(frames, sample_rate)`` from the header."""
+    if _regular_file(src):
+        try:
+            with sf.SoundFile(src) as snd:
+                if _native_ok(snd) and snd.frames > 0:
+                    return int(snd.frames), int(snd.samplerate)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError):
+            pass
+    hdr = audio.info(src, name=name)
+    return hdr.frames, hdr.sample_rate
+
+
+def _load(src: str | bytes, sample_rate: int, name: str) -> np.ndarray:
+    """The clip's mono waveform at ``sample_rate`` (:func:`vocalis.audio.load`'s samples)."""
+    if _regular_file(src):
+        try:
+            with sf.SoundFile(src) as snd:
+                if _native_ok(snd):
+                    rate = int(snd.samplerate)
+                    x = snd.read(dtype="float32", always_2d=True)
+                    if x.size and np.isfinite(x).all():
+                        return audio.resample(audio.to_mono(x), rate, sample_rate)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError):
+            pass
+    return audio.load(src, sample_rate, name=name)
+
+
 def _probe(
     features: FeatureParams, items: list[tuple[int, str | bytes, str]]
 ) -> list[tuple[int, int, int, str | None]]:
@@ -187,11 +241,11 @@ def _probe(
     out: list[tuple[int, int, int, str | None]] = []
     for idx, src, name in items:
         try:
-            hdr = audio.info(src, name=name)
-            if hdr.frames <= 0:
+            frames, rate = _header(src, name)
+            if frames <= 0:
                 raise audio.AudioDecodeError(name, "contains no audio samples")
-            require_featurizable(round(hdr.frames * features.sample_rate / hdr.sample_rate), name)
-            out.append((idx, hdr.frames, hdr.sample_rate, None))
+            require_featurizable(round(frames * features.sample_rate / rate), name)
+            out.append((idx, frames, rate, None))
         except audio.AudioDecodeError as exc:
             out.append((idx, 0, 0, exc.reason))
         except Exception as exc:  # one bad file never stops a run
@@ -225,7 +279,7 @@ def _featurize(
     out: list[tuple[int, str | None]] = []
     for job in jobs:
         try:
-            x = audio.load(job.source, features.sample_rate, name=job.name)
+            x = _load(job.source, features.sample_rate, job.name)
         except audio.AudioDecodeError as exc:
             out.append((job.clip_index, exc.reason))
             continue
