@@ -198,3 +198,43 @@ def test_a_data_config_without_a_base_key_is_named(tmp_path: Path) -> None:
     cfg = make_cfg(root=str(tmp_path), split={"val": 0.2, "test": 0.2})
     with pytest.raises(ConfigError, match=r"data\.split\.seed is missing"):
         prepare_from_config(cfg, {"cache_dir": str(tmp_path / "c")})
+
+
+def test_preparation_never_imports_torch(tree: Path, tmp_path: Path) -> None:
+    """The workers featurize in numpy (torch costs each process a second of CPU and ~0.5 GB to import)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from vocalis.data.prepare import prepare_from_config\n"
+        "cfg, paths = json.loads(sys.argv[1]), json.loads(sys.argv[2])\n"
+        "cache = prepare_from_config(cfg, paths)\n"
+        "assert cache.built and cache.meta['n_windows'] > 0\n"
+        "print('torch' in sys.modules)\n"
+    )
+    cfg = make_cfg(root=str(tree), prepare_workers=2, chunk_size=2)
+    args = [json.dumps(cfg), json.dumps({"cache_dir": str(tmp_path / "c")})]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def _square_or_fail(x: int) -> int:
+    if x == 7:
+        raise ValueError("seven")
+    return x * x
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_ordered_map_keeps_task_order_and_raises_a_task_error_in_turn(workers: int) -> None:
+    """The pipeline preparation and the predict engine share: results in task order, bounded look-ahead."""
+    from vocalis.decode_workers import ordered_map
+
+    got = list(ordered_map(_square_or_fail, range(7), workers=workers, ahead=3, method="fork"))
+    assert got == [i * i for i in range(7)]
+    seen = []
+    with pytest.raises(ValueError, match="seven"):
+        for r in ordered_map(_square_or_fail, range(10), workers=workers, ahead=3, method="fork"):
+            seen.append(r)
+    assert seen == [i * i for i in range(7)]  # everything before the failing task came out, in order

@@ -98,6 +98,18 @@ class FileDigests:
         self._dirty = True
         return d
 
+    def digest_many(self, paths: Sequence[Path]) -> list[str]:
+        """:meth:`digest` of each path, in threads: hashing and reading release the GIL, so a first run
+        over a large folder hashes on every core."""
+        if len(paths) < 64:
+            return [self.digest(p) for p in paths]
+        from concurrent.futures import ThreadPoolExecutor
+
+        from vocalis.decode_workers import cpu_count
+
+        with ThreadPoolExecutor(min(8, cpu_count())) as pool:
+            return list(pool.map(self.digest, paths, chunksize=16))
+
     def save(self) -> None:
         """Write the memo back (atomically) if it changed."""
         if self.memo_path is None or not self._dirty:
@@ -124,14 +136,17 @@ class FolderSource(Source):
 
     def clips(self) -> list[Clip]:
         """Every audio file under a first-level sub-folder; the sub-folder's name is the label."""
-        out = []
+        files = []
         for p in find_audio_files(self.root):
-            rel = p.relative_to(self.root)
-            if len(rel.parts) < 2:
+            if len(p.relative_to(self.root).parts) < 2:
                 log.warning("%s: not inside a class folder, ignored", p)
                 continue
+            files.append(p)
+        out = []
+        for p, digest in zip(files, self.digests.digest_many(files), strict=True):
+            rel = p.relative_to(self.root)
             rid = rel.as_posix()
-            out.append(Clip(rid, str(p), rel.parts[0], None, rid, self.digests.digest(p)))
+            out.append(Clip(rid, str(p), rel.parts[0], None, rid, digest))
         if not out:
             raise DatasetError(f"{self.root}: no audio files in class sub-folders")
         return out

@@ -2,9 +2,11 @@
 
 ``vocalis predict`` used to take one file at a time: decode it, run its windows, write, next. With many short
 clips the model then ran batches of one or two windows while the CPU waited for the decoder, and the decoder
-waited for the model. Here :func:`vocalis.inference.jobs.decode_job` runs in a pool of worker processes (a few
-jobs ahead of the model, in order), and this process cuts their waveforms into windows, gathers windows from
-consecutive files into full batches for onnxruntime and hands back each file's prediction in input order.
+waited for the model. Here :func:`vocalis.inference.jobs.decode_job` runs in a pool of worker processes, a few
+jobs ahead of the model, in order (:func:`vocalis.decode_workers.ordered_map`, the pipeline that ``vocalis
+data prepare`` decodes and featurizes on too), and this process cuts their waveforms into windows, gathers
+windows from consecutive files into full batches for onnxruntime and hands back each file's prediction in
+input order.
 
 Results come out in input order whatever order the workers finish in (deterministic output, and a resumable
 run's journal can say "every file before this one is done"). Memory is bounded by the jobs in flight
@@ -14,16 +16,15 @@ run's journal can say "every file before this one is done"). Memory is bounded b
 from __future__ import annotations
 
 import logging
-import multiprocessing
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from vocalis.contracts.runtime import default_threads
 from vocalis.contracts.windows import WindowSpec
+from vocalis.decode_workers import ordered_map
 from vocalis.inference.jobs import Decoded, FileAssembler, Job, JobResult, cut_windows, decode_job
 from vocalis.inference.predictor import FilePrediction, Predictor
 
@@ -74,21 +75,8 @@ class LocalEngine:
             yield from map(decode_job, jobs)
             return
         # spawn, not fork: this process holds onnxruntime's thread pool, which a forked child must not inherit
-        ctx = multiprocessing.get_context("spawn")
         ahead = 2 * self.workers + 2
-        with ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
-            pending: deque[Future[Decoded]] = deque()
-            it = iter(jobs)
-            for job in it:
-                pending.append(pool.submit(decode_job, job))
-                if len(pending) >= ahead:
-                    break
-            while pending:
-                d = pending.popleft().result()
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.append(pool.submit(decode_job, nxt))
-                yield d
+        yield from ordered_map(decode_job, jobs, workers=self.workers, ahead=ahead, method="spawn")
 
     def _job_results(self, jobs: Iterable[Job], spec: WindowSpec) -> Iterator[JobResult]:
         """Job results in order; windows of consecutive jobs share onnxruntime batches."""

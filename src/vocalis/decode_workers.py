@@ -1,0 +1,111 @@
+"""The decoding worker processes that data preparation and the local predict engine share.
+
+Both stages turn many audio files into numbers with the same shape of pipeline: a pool of worker processes
+decodes (and, for preparation, featurizes) a bounded number of tasks ahead of the consumer in this process,
+which takes the results in task order. :func:`ordered_map` is that pipeline, once:
+
+- ``vocalis predict`` (:mod:`vocalis.inference.engine`) maps :func:`vocalis.inference.jobs.decode_job` over
+  its jobs and runs onnxruntime on the waveforms while the workers decode the next files;
+- ``vocalis data prepare`` (:mod:`vocalis.data.prepare`) maps its header reads and its decode-and-featurize
+  chunks, the workers writing features straight into the cache's memory map.
+
+Results come back in task order whatever order the workers finish in (deterministic outputs), and memory is
+bounded by the tasks in flight. Each worker runs one BLAS/OpenMP thread (:func:`one_thread`): the processes
+already fill the cores, and a multi-threaded matrix product in each of them spins on the cores the others
+need. The module imports numpy, the standard library and threadpoolctl only: a worker started by
+``spawn`` imports no more than its task needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, Literal, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+StartMethod = Literal["fork", "spawn"]
+
+
+def cpu_count() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def one_thread() -> None:
+    """Worker start-up: one BLAS/OpenMP thread in this process (and in torch, when it is loaded)."""
+    import sys
+
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    torch = sys.modules.get("torch")  # only when the parent had it: never imported for this
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+def start_method(preferred: StartMethod) -> StartMethod:
+    """``preferred`` where the platform has it, else ``spawn``."""
+    return preferred if preferred in mp.get_all_start_methods() else "spawn"
+
+
+def ordered_map(
+    fn: Callable[[T], R],
+    tasks: Iterable[T],
+    *,
+    workers: int,
+    ahead: int | None = None,
+    method: StartMethod = "spawn",
+    initializer: Callable[[], None] | None = one_thread,
+) -> Iterator[R]:
+    """``fn(task)`` for each task, in task order, computed by ``workers`` processes at most ``ahead`` tasks
+    ahead of the consumer (default ``2 * workers + 2``).
+
+    ``workers == 0`` runs every task in this process when the consumer asks for it (no process start-up;
+    the same code path, for tests and tiny inputs). ``fn`` and the tasks must pickle (under ``spawn``);
+    ``method="fork"`` suits a caller that holds no thread pool a child could inherit locked (preparation:
+    workers start in milliseconds and inherit the imported modules), ``"spawn"`` one that does (the predict
+    engine holds onnxruntime's). An exception in a task is raised here, when its turn comes.
+    """
+    if workers <= 0:
+        yield from map(fn, tasks)
+        return
+    depth = max(1, ahead if ahead is not None else 2 * workers + 2)
+    ctx = mp.get_context(start_method(method))
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer) as pool:
+        pending: deque[Future[R]] = deque()
+        it = iter(tasks)
+        for task in it:
+            pending.append(pool.submit(fn, task))
+            if len(pending) >= depth:
+                break
+        while pending:
+            result = pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(fn, nxt))
+            yield result
+
+
+def star(fn: Callable[..., R]) -> Callable[[tuple[Any, ...]], R]:
+    """``fn`` taking its arguments as one tuple (for :func:`ordered_map` over argument tuples); picklable
+    when ``fn`` is a module-level function."""
+    return _Star(fn)
+
+
+class _Star:
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, args: tuple[Any, ...]) -> Any:
+        return self.fn(*args)
