@@ -7,7 +7,8 @@ which takes the results in task order. :func:`ordered_map` is that pipeline, onc
 - ``vocalis predict`` (:mod:`vocalis.inference.engine`) maps :func:`vocalis.inference.jobs.decode_job` over
   its jobs and runs onnxruntime on the waveforms while the workers decode the next files;
 - ``vocalis data prepare`` (:mod:`vocalis.data.prepare`) maps its header reads and its decode-and-featurize
-  chunks, the workers writing features straight into the cache's memory map.
+  chunks, the workers writing features straight into the cache's memory map;
+- ``vocalis data embed`` (:mod:`vocalis.transfer.cache`) maps its decode-and-embed chunks.
 
 Results come back in task order whatever order the workers finish in (deterministic outputs), and memory is
 bounded by the tasks in flight. Each worker runs one BLAS/OpenMP thread (:func:`one_thread`): the processes
@@ -22,7 +23,7 @@ import logging
 import multiprocessing as mp
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Literal, TypeVar
 
@@ -109,3 +110,9 @@ class _Star:
 
     def __call__(self, args: tuple[Any, ...]) -> Any:
         return self.fn(*args)
+
+
+def chunks(seq: Sequence[T], n: int) -> Iterator[Sequence[T]]:
+    """Consecutive slices of ``seq`` of at most ``n`` items (the tasks of a cache build)."""
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]

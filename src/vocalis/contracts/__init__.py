@@ -9,7 +9,6 @@ Every stage imports from here; nothing here imports a stage, so the arrows point
 - :mod:`~vocalis.contracts.card`: :class:`ModelCard`, the artifact's ``model.json`` (pydantic);
 - :mod:`~vocalis.contracts.cache`: the one window-cache reader (:class:`FeatureCache`; the embedding
   cache subclasses it) and writer (:func:`write_tables`, :func:`staged_cache`), and ``SPLITS``;
-- :mod:`~vocalis.contracts.workers`: the cache builders' bounded worker pool;
 - :mod:`~vocalis.contracts.run_files`: :func:`read_json_object`, how a run's side files are read;
 - :mod:`~vocalis.contracts.checkpoint`: Lightning-style checkpoint save/load (the hyper-parameter contract);
 - :mod:`~vocalis.contracts.discovery`: ``AUDIO_EXTENSIONS`` and :func:`find_audio_files`;

@@ -23,15 +23,13 @@ hop; a trailing partial window is zero-padded, and dropped when it holds less th
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
 import os
-import shutil
 import stat
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,14 +39,14 @@ import soundfile as sf
 from threadpoolctl import threadpool_limits
 
 from vocalis import audio
-from vocalis.contracts.cache import CACHE_FORMAT, MANIFEST_COLUMNS, FeatureCache
+from vocalis.contracts.cache import CACHE_FORMAT, ClipWindows, FeatureCache, staged_cache, write_tables
 from vocalis.contracts.features import FeatureParams
 from vocalis.contracts.progress import Progress
 from vocalis.contracts.windows import WindowSpec, require_featurizable
 from vocalis.data.featurize import ClipFeaturizer, shares_frames
 from vocalis.data.sources import Clip, FileDigests, Source, build_source, labels_of
 from vocalis.data.splits import assign_splits
-from vocalis.decode_workers import cpu_count, ordered_map, star
+from vocalis.decode_workers import chunks, cpu_count, ordered_map, star
 from vocalis.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
@@ -302,11 +300,6 @@ def _featurize(
 # --- parent side ------------------------------------------------------------------------------------
 
 
-def _chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(seq), n):
-        yield seq[i : i + n]
-
-
 def prepare_from_config(
     data_cfg: Mapping[str, Any],
     paths_cfg: Mapping[str, Any],
@@ -330,7 +323,7 @@ def prepare_from_config(
     key = cache_key(settings, source, clips)
     log.info("listed, fingerprinted and split %d clips in %.2f s", len(clips), time.perf_counter() - t0)
     out_dir = cache_root / f"{settings.name}-{key[:12]}"
-    if not force and _complete(out_dir, key):
+    if not force and FeatureCache.is_current(out_dir, key):
         log.info("cache is current: %s", out_dir)
         cache = FeatureCache.open(out_dir)
         cache.seconds = time.perf_counter() - t0
@@ -357,9 +350,6 @@ def _build(
     spec = settings.spec
     sr = fp.sample_rate
     n_frames = fp.n_frames(spec.window_samples)
-    tmp = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     skipped: dict[int, str] = {}
     # bytes sources (parquet rows) are fetched in the parent per chunk; file sources pass paths.
     # Workers fork: this process holds no thread pool a child could inherit locked (torch is not
@@ -368,14 +358,15 @@ def _build(
     if workers == 1:
         workers = 0  # one worker: run in this process, no process start-up
     pool_args: dict[str, Any] = {"workers": workers, "ahead": 2 * max(1, workers), "method": "fork"}
-    try:
+    # built in a temporary folder renamed into place when complete (contracts.cache.staged_cache)
+    with staged_cache(out_dir, key, FeatureCache, force=force) as tmp:
         with threadpool_limits(1):  # the inline case's BLAS; workers set their own
             # 1. headers
             headers: dict[int, tuple[int, int]] = {}
             done = 0
             probe_tasks = (
                 (fp, [(i, source.fetch(clips[i]), clips[i].path) for i in chunk])
-                for chunk in _chunks(range(len(clips)), max(settings.chunk_size, 64))
+                for chunk in chunks(range(len(clips)), max(settings.chunk_size, 64))
             )
             t1 = time.perf_counter()
             for results in ordered_map(star(_probe), probe_tasks, **pool_args):
@@ -413,7 +404,7 @@ def _build(
                     settings.batch_size,
                     [_Job(i, source.fetch(clips[i]), clips[i].path, n, st, r) for i, n, st, r in chunk],
                 )
-                for chunk in _chunks(jobs_meta, settings.chunk_size)
+                for chunk in chunks(jobs_meta, settings.chunk_size)
             )
             t1 = time.perf_counter()
             for fresults in ordered_map(star(_featurize), feat_tasks, **pool_args):
@@ -428,29 +419,32 @@ def _build(
         kept = [m for m in jobs_meta if m[0] not in skipped]
         if len(kept) != len(jobs_meta):
             _compact(feat_path, kept, fp.n_mels, n_frames, settings.chunk_size)
-        _write_metadata(tmp, settings, source, clips, kept, skipped, key, spec, headers)
-        if not force and _complete(out_dir, key):  # another run finished the same cache meanwhile
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            if out_dir.exists():  # an incomplete or foreign leftover under our name
-                shutil.rmtree(out_dir)
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_tables(
+            tmp,
+            clips=clips,
+            classes=labels_of(clips),
+            windows=[
+                ClipWindows(i, starts, spec.ends(starts, n), headers[i][0] / headers[i][1], headers[i][1])
+                for i, n, starts, _ in kept
+            ],
+            sample_rate=spec.sample_rate,
+            skipped=skipped,
+            params={
+                "features": settings.features.to_dict(),
+                "window_s": settings.window_s,
+                "hop_s": settings.hop_s,
+                "split": {"val": settings.val, "test": settings.test, "seed": settings.split_seed},
+                "source": source.describe(),
+            },
+            key=key,
+            name=settings.name,
+            fmt=CACHE_FORMAT,
+        )
     cache = FeatureCache.open(out_dir)
     cache.built = True
     if cache.meta["n_windows"] == 0:
         raise DatasetError(f"{out_dir}: no clip could be decoded; see {out_dir / 'skipped.csv'}")
     return cache
-
-
-def _complete(directory: Path, key: str) -> bool:
-    """Whether ``directory`` holds a complete cache for ``key``."""
-    try:
-        return FeatureCache.open(directory).hash == key
-    except Exception:
-        return False
 
 
 def _compact(
@@ -469,74 +463,3 @@ def _compact(
     dst.flush()
     del dst, src
     os.replace(dst_path, feat_path)
-
-
-def _write_metadata(
-    tmp: Path,
-    settings: PrepareSettings,
-    source: Source,
-    clips: list[Clip],
-    kept: list[tuple[int, int, np.ndarray, int]],
-    skipped: dict[int, str],
-    key: str,
-    spec: WindowSpec,
-    headers: dict[int, tuple[int, int]],
-) -> None:
-    classes = labels_of(clips)
-    label_index = {c: i for i, c in enumerate(classes)}
-    sr = spec.sample_rate
-    splits: dict[str, dict[str, int]] = {}
-    index = 0
-    with (tmp / "manifest.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(MANIFEST_COLUMNS)
-        for i, n, starts, _ in kept:
-            c = clips[i]
-            dur = headers[i][0] / headers[i][1]
-            s = splits.setdefault(str(c.split), {"clips": 0, "windows": 0})
-            s["clips"] += 1
-            for st, end in zip(starts.tolist(), spec.ends(starts, n).tolist(), strict=True):
-                start_s, end_s = st / sr, end / sr
-                w.writerow(
-                    [
-                        index,
-                        c.clip_id,
-                        c.path,
-                        c.label,
-                        label_index[c.label],
-                        c.split,
-                        c.group,
-                        round(start_s, 6),
-                        round(end_s, 6),
-                        round(dur, 6),
-                        headers[i][1],
-                    ]
-                )
-                index += 1
-                s["windows"] += 1
-    with (tmp / "skipped.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["file", "reason"])
-        for i in sorted(skipped):
-            w.writerow([clips[i].path, skipped[i]])
-    (tmp / "classes.json").write_text(json.dumps(classes, indent=2) + "\n")
-    params = {
-        "features": settings.features.to_dict(),
-        "window_s": settings.window_s,
-        "hop_s": settings.hop_s,
-        "split": {"val": settings.val, "test": settings.test, "seed": settings.split_seed},
-        "source": source.describe(),
-    }
-    (tmp / "params.json").write_text(json.dumps(params, indent=2, default=str) + "\n")
-    meta = {
-        "hash": key,
-        "name": settings.name,
-        "format": CACHE_FORMAT,
-        "n_windows": index,
-        "n_clips": len(kept),
-        "n_skipped": len(skipped),
-        "classes": classes,
-        "splits": splits,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    (tmp / "cache.json").write_text(json.dumps(meta, indent=2) + "\n")

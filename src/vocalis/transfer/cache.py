@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,10 +36,10 @@ from vocalis import audio
 from vocalis.contracts.cache import ClipWindows, WindowCache, staged_cache, write_tables
 from vocalis.contracts.progress import Progress
 from vocalis.contracts.windows import WindowSpec
-from vocalis.contracts.workers import chunks, run_bounded, worker_pool
 from vocalis.data.prepare import PrepareSettings, window_starts
 from vocalis.data.sources import Clip, FileDigests, Source, build_source, labels_of
 from vocalis.data.splits import assign_splits
+from vocalis.decode_workers import chunks, ordered_map, star
 from vocalis.errors import ConfigError, DatasetError
 from vocalis.transfer.backbones import Backbone, load_backbone
 
@@ -232,28 +232,26 @@ def _embed_all(
 ) -> dict[int, _ClipResult]:
     """Every clip through the backbone, chunks in worker processes (fetched only as workers free up)."""
     results: dict[int, _ClipResult] = {}
-    workers = settings.workers if len(clips) >= 4 * settings.workers else 1
-
-    def collect(chunk_results: list[_ClipResult]) -> None:
-        for r in chunk_results:
-            results[r.clip_index] = r
-        if progress:
-            progress("embedding", len(results), len(clips))
-
-    tasks: Iterator[tuple[Any, ...]] = (
+    # tiny datasets and one worker run in this process (workers=0): no process start-up
+    workers = settings.workers if len(clips) >= 4 * settings.workers and settings.workers > 1 else 0
+    tasks = (
         (bb_settings, spec, [(i, source.fetch(clips[i]), clips[i].path) for i in chunk])
         for chunk in chunks(range(len(clips)), settings.chunk_size)
     )
     t1 = time.perf_counter()
-    with worker_pool(workers) as pool:
-        run_bounded(pool, _embed_clips, tasks, 2 * workers, collect)
+    # forked workers inherit the backbone already loaded here (the module's _backbone)
+    for chunk_results in ordered_map(star(_embed_clips), tasks, workers=workers, method="fork"):
+        for r in chunk_results:
+            results[r.clip_index] = r
+        if progress:
+            progress("embedding", len(results), len(clips))
     n_windows = sum(len(r.starts) for r in results.values() if r.starts is not None)
     log.info(
         "embedded %d windows of %d clips in %.1f s (%d workers)",
         n_windows,
         len(clips),
         time.perf_counter() - t1,
-        workers,
+        max(workers, 1),
     )
     return results
 
