@@ -32,14 +32,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 import numpy as np
-import pandas as pd
 
 from vocalis.contracts.features import FeatureParams
 from vocalis.contracts.windows import WindowSpec
 from vocalis.errors import CacheError
+
+if TYPE_CHECKING:  # pandas is imported when a table is read: building a cache never needs it
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,8 @@ class WindowCache:
     @cached_property
     def manifest(self) -> pd.DataFrame:
         """One row per window, in array order."""
+        import pandas as pd
+
         return pd.read_csv(
             self.dir / "manifest.csv",
             dtype={"clip_id": str, "path": str, "label": str, "split": str, "group": str},
@@ -136,6 +140,8 @@ class WindowCache:
     @cached_property
     def skipped(self) -> pd.DataFrame:
         """``file, reason`` of every file that could not be used."""
+        import pandas as pd
+
         path = self.dir / "skipped.csv"
         if not path.is_file():
             return pd.DataFrame(columns=["file", "reason"], dtype=str)
@@ -163,6 +169,8 @@ class WindowCache:
 
     def counts(self) -> pd.DataFrame:
         """Windows per class (rows) and split (columns)."""
+        import pandas as pd
+
         m = self.manifest
         table = pd.crosstab(m["label"], m["split"]).reindex(index=self.classes, fill_value=0)
         return table.reindex(columns=[s for s in SPLITS if s in table.columns])
