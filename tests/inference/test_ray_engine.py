@@ -9,6 +9,7 @@ import contextlib
 import csv
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -200,7 +201,7 @@ def _start_head(temp: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes
 
 
 @pytest.fixture
-def ray_head() -> Iterator[str]:
+def ray_head(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A Ray cluster of one 2-CPU node, started for the test in its own session (``ray start --head
     --block``; up to three tries, each bounded) and stopped after it; the test fails if any of its
     processes outlives the stop."""
@@ -210,6 +211,12 @@ def ray_head() -> Iterator[str]:
     # a raylet that registers late on a busy machine; workers at our priority, not Ray's nice 15 (they
     # starve behind other tests otherwise)
     env.update(RAY_ENABLE_UV_RUN_RUNTIME_ENV="0", RAY_raylet_start_wait_time_s="120", RAY_worker_niceness="0")
+    # token authentication, as a real cluster should run (Ray turns it on by default for new clusters):
+    # the head and every driver of the test share one token through the environment
+    token = secrets.token_hex(16)
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", token)
     logs: list[str] = []
     leaked: list[int] = []
     for _ in range(3):
