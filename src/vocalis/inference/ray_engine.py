@@ -183,7 +183,12 @@ def run_ray(
         except Exception as exc:  # Ray raises bare Exception/ConnectionError on a failed start or connect
             ray.shutdown()
             where = address or "a local Ray instance"
-            raise VocalisError(f"engine: Ray could not start or reach {where} ({exc})") from None
+            hint = ""
+            if "auth" in str(exc).lower() or "Unauthenticated" in str(exc):
+                # clusters with token authentication (Ray's default for new clusters) refuse a driver
+                # without the cluster's token
+                hint = "; give this process the cluster's token: RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
+            raise VocalisError(f"engine: Ray could not start or reach {where} ({exc}){hint}") from None
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows come back in job order: deterministic output
