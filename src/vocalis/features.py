@@ -144,7 +144,7 @@ class LogMel(nn.Module):
         p, lo, hi = self.params, self.lo, self.lo + self.n_bins
         n1, n2 = _block_factor(p)
         half = n1 // 2 + 1  # stage-one outputs of a real signal: k1 = 0 .. n1 // 2
-        self.n1, self.n2, self.half = n1, n2, half
+        self.n1, self.n2, self.n_half = n1, n2, half
         q, r = np.arange(n1), np.arange(n2)  # frame sample n = n2 * q + r: block q, offset r
         # stage one, per offset r: windowed n1-point DFT rows, real and imaginary, over the block index q
         ang1 = 2 * math.pi * np.outer(np.arange(half), q) / n1  # [k1, q]
@@ -194,7 +194,7 @@ class LogMel(nn.Module):
     def blocks_mel(self, signal: torch.Tensor, stride: int) -> torch.Tensor:
         """Mel power ``[n_mels, frames]`` of the frames of the flat ``signal`` (a whole number of blocks of
         ``n2`` samples) that start every ``stride`` blocks from its first sample, by the factored DFT."""
-        n2, half, m = self.n2, self.half, self.m
+        n2, half, m = self.n2, self.n_half, self.m
         blocks = signal.reshape(-1, n2).transpose(0, 1).unsqueeze(0)  # [1, r, block]
         z = nn.functional.conv1d(blocks, self.dft_conv, stride=stride, groups=n2)  # [1, (r, re|im, k1), f]
         f = z.shape[-1]
