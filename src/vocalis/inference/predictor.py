@@ -13,9 +13,11 @@ is the end of the audio. Short recordings follow the project's one rule
 zero-padded to a window; one with none is refused.
 
 Streams. An artifact whose card has ``stream_hop_samples`` also takes rows holding several consecutive
-windows at that hop and computes their shared STFT frames once (docs/artifact.md); :meth:`predict` and
-:meth:`predict_stream` feed it each batch of consecutive windows as one such row when the hop is the card's,
-and one window a row otherwise. Older artifacts get one window a row. The probabilities are the same.
+windows at that hop and computes their shared STFT frames once (docs/artifact.md). Every entry point
+(:meth:`predict`, :meth:`predict_stream`, :meth:`predict_windows`, which the engines call) feeds it each
+run of windows that continue each other at that hop (decided from the samples) as stream rows of up to a
+batch of windows, and other windows one a row. Older artifacts get one window a row. The probabilities are
+the same.
 
 Long files. :meth:`Predictor.predict_stream` reads blocks with :func:`vocalis.audio.stream` and keeps the
 samples of the windows that straddle a block boundary, so its windows are the same samples as the
