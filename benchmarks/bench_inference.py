@@ -303,10 +303,12 @@ def predict_long(
 ) -> dict[str, float]:
     """Run ``vocalis predict`` in a subprocess under /usr/bin/time -v: wall seconds, RTF, peak RSS, CPU
     seconds (user + system: less moved by other jobs on the cores than the wall time); ``env`` replaces
-    the environment (the before code's ``PYTHONPATH``)."""
+    the environment (the before code's ``PYTHONPATH``). Each run writes a new output file: an existing
+    one would make ``vocalis predict`` resume, skipping the recording."""
+    output = Path(tempfile.mkdtemp(dir=tmp)) / f"{artifact.name}.csv"
     cmd = [
         "/usr/bin/time", "-v", sys.executable, "-c", "from vocalis.cli import main; main()", "predict",
-        str(artifact), str(recording), "-o", str(tmp / f"{artifact.name}.csv"), "--threads", str(threads),
+        str(artifact), str(recording), "-o", str(output), "--threads", str(threads),
         "--min-conf", "0.5",
     ]  # fmt: skip
     t = time.perf_counter()
