@@ -1,9 +1,13 @@
 """Inference speed, side by side in one run: PyTorch eager vs ONNX fp32 vs ONNX int8 (and pruned, compiled).
 
-First the featurizer: every exact DFT form onnxruntime runs (the plain DFT matmul, the factored DFT before
-and now, the ONNX ``STFT`` and ``DFT`` operators), window by window and as a stream whose frames the
-overlapping windows share; then ``vocalis predict`` on an hour of 32 kHz audio through the demo artifact
-before (the graph exported until now) and after (the stream graph), ``--repeats`` times interleaved.
+First the featurizer: every exact DFT form onnxruntime runs (the plain DFT matmul, the factored DFT of
+earlier versions and now, the ONNX ``STFT`` and ``DFT`` operators), window by window and as a stream whose
+frames the overlapping windows share; then ``vocalis predict`` on an hour of 32 kHz audio through the demo
+artifact, "before" (the code of commit ``--before`` (default 232c589), from ``git archive``: its exporter
+and its ``vocalis predict``) and "after" (this checkout), ``--repeats`` times interleaved, in seconds per
+hour of audio (wall and CPU time).
+
+    uv run python benchmarks/bench_inference.py --quick      # only the before/after hour (~2-3 min idle)
 
 For the demo network (compact, 3 s windows at 32 kHz) and ResNet34 (the WMMS set-up, 11.67 s windows),
 random weights unless ``--run`` gives a trained demo run (then accuracies on its test windows too):
@@ -290,23 +294,34 @@ def _copy(net: torch.nn.Module) -> torch.nn.Module:
 
 
 def predict_long(
-    artifact: Path, recording: Path, seconds: float, threads: int, tmp: Path
+    artifact: Path,
+    recording: Path,
+    seconds: float,
+    threads: int,
+    tmp: Path,
+    env: dict[str, str] | None = None,
 ) -> dict[str, float]:
-    """Run ``vocalis predict`` in a subprocess under /usr/bin/time -v: wall seconds, RTF, peak RSS."""
+    """Run ``vocalis predict`` in a subprocess under /usr/bin/time -v: wall seconds, RTF, peak RSS, CPU
+    seconds (user + system: less moved by other jobs on the cores than the wall time); ``env`` replaces
+    the environment (the before code's ``PYTHONPATH``). Each run writes a new output file: an existing
+    one would make ``vocalis predict`` resume, skipping the recording."""
+    output = Path(tempfile.mkdtemp(dir=tmp)) / f"{artifact.name}.csv"
     cmd = [
         "/usr/bin/time", "-v", sys.executable, "-c", "from vocalis.cli import main; main()", "predict",
-        str(artifact), str(recording), "-o", str(tmp / f"{artifact.name}.csv"), "--threads", str(threads),
+        str(artifact), str(recording), "-o", str(output), "--threads", str(threads),
         "--min-conf", "0.5",
     ]  # fmt: skip
     t = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", out.stderr)
+    cpu = sum(float(x) for x in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)", out.stderr))
     return {
         "wall_s": wall,
         "rtf": wall / seconds,
+        "cpu_s": cpu,
         "peak_rss_mb": int(rss.group(1)) / 1024 if rss else float("nan"),
     }
 
@@ -414,6 +429,22 @@ class RfftLogMel(LogMel):
         return self.to_db(torch.matmul(power, self.mel_basis.T).transpose(1, 2)).unsqueeze(1)
 
 
+def _module_at(commit: str, relpath: str, tmp: Path) -> Any:
+    """A module of ``src/vocalis`` as it was at ``commit`` (imported under another name, beside this
+    checkout's), or ``None`` without that code."""
+    import importlib.util
+
+    src = source_at(commit, tmp)
+    if src is None:
+        return None
+    spec = importlib.util.spec_from_file_location(f"_before_{commit}", src / relpath)
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def featurizer_forms(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """The featurizer alone, each exact DFT form as onnxruntime runs it, on the demo's windows (3 s, hop
     1.5 s, 16 windows = 25.5 s of audio): window by window, and the stream form on the same audio as one
@@ -426,13 +457,20 @@ def featurizer_forms(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     with torch.no_grad():
         reference = LogMel(params)(torch.from_numpy(windows)).numpy()
     forms: dict[str, tuple[torch.nn.Module, int | None, np.ndarray]] = {
-        "before: factored DFT, per window (the graph until now)": (BeforeLogMel(params), None, windows),
+        "factored DFT with transposes (earlier), per window": (BeforeLogMel(params), None, windows),
         "plain DFT matmul, per window": (MatmulDftLogMel(params), None, windows),
         "ONNX STFT op (torch.stft), per window": (LogMel(params), None, windows),
         "ONNX DFT op (torch.fft.rfft), per window": (RfftLogMel(params), None, windows),
-        "factored DFT, per window (LogMel matmul)": (LogMel(params, stft="matmul"), None, windows),
-        "after: factored DFT, stream (shared frames)": (StreamLogMel(params, w, h), h, stream),
+        "factored DFT now, per window (LogMel matmul)": (LogMel(params, stft="matmul"), None, windows),
     }
+    main_features = _module_at(args.before, "vocalis/features.py", tmp)
+    if main_features is not None:
+        forms[f"{args.before}: three GEMMs, stream (shared frames)"] = (
+            main_features.StreamLogMel(params, w, h),
+            h,
+            stream,
+        )
+    forms["now: Conv stage one, stream (shared frames)"] = (StreamLogMel(params, w, h), h, stream)
     calls: dict[str, Callable[[], Any]] = {}
     errors: dict[str, float] = {}
     for i, (name, (module, hop, x)) in enumerate(forms.items()):
@@ -457,55 +495,80 @@ def featurizer_forms(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     return {"seconds": best, "max_abs_db": errors}
 
 
-def before_artifact(after: Path, net: torch.nn.Module, out: Path) -> Path:
-    """The same network and card as ``after`` with the graph `vocalis export` wrote until now (the
-    factored DFT window by window) and a card that offers no stream: what users have today."""
-    import shutil
+def source_at(commit: str, tmp: Path) -> Path | None:
+    """The ``src`` folder of ``commit`` of this repository (``git archive``), or ``None`` without git or
+    that commit (a checkout without history): the "before" code of the hour."""
+    root = Path(__file__).resolve().parents[1]
+    if (tmp / f"src-{commit}" / "src").is_dir():
+        return tmp / f"src-{commit}" / "src"
+    try:
+        tar = subprocess.run(
+            ["git", "-C", str(root), "archive", commit, "src"], capture_output=True, check=True
+        ).stdout
+        out = tmp / f"src-{commit}"
+        out.mkdir()
+        subprocess.run(["tar", "-x", "-C", str(out)], input=tar, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"  no 'before' code: git archive {commit} failed ({exc})")
+        return None
+    return out / "src"
 
-    import onnx
 
-    from vocalis.contracts.card import ModelCard
-    from vocalis.export.onnx import write_metadata
-
-    shutil.copytree(after, out)
-    card = ModelCard.load(after).to_dict()
-    card["stream_hop_samples"] = None
-    card = ModelCard.from_dict(card)
-    params, samples = card.feature_params, card.window_samples
-    export_onnx(WaveformClassifier(BeforeLogMel(params), net).eval(), samples, out / "model.onnx")
-    write_metadata(out / "model.onnx", card)
-    onnx.checker.check_model(str(out / "model.onnx"))
-    card.save(out)
-    return out
+def _env(src: Path | None) -> dict[str, str] | None:
+    """The environment that runs vocalis from ``src`` (PYTHONPATH comes before the editable install)."""
+    if src is None:
+        return None
+    return {**os.environ, "PYTHONPATH": str(src)}
 
 
 def hour_before_after(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """``vocalis predict`` on a generated hour of 32 kHz audio through the demo artifact (compact CNN at
-    width 8, 3 s windows, hop 1.5 s, random weights), before and after, ``args.repeats`` times
-    interleaved; the load average is printed around each run."""
+    width 8, 3 s windows, hop 1.5 s, random weights): "before" is commit ``args.before`` (its exporter on
+    the same checkpoint, its ``vocalis predict``), "after" this checkout; ``args.repeats`` times
+    interleaved, the load average printed around each run."""
     net = build_model("compact", 10, 64, 301, width=8).eval()
     after = _artifact_from_net(net, "compact", [f"c{i}" for i in range(10)], 3.0, tmp, {"width": 8})
-    before = before_artifact(after, net, tmp / "artifact-compact-before")
+    arts: dict[str, tuple[Path, dict[str, str] | None]] = {"after": (after, None)}
+    src = source_at(args.before, tmp)
+    if src is not None:
+        before = tmp / "artifact-compact-before"
+        code = "import sys; from vocalis.export.onnx import export_artifact as e; e(sys.argv[1], sys.argv[2])"
+        subprocess.run(
+            [sys.executable, "-c", code, str(tmp / "run-compact"), str(before)], env=_env(src), check=True
+        )
+        arts = {"before": (before, _env(src)), **arts}
     seconds = args.minutes * 60
     rec = write_long_recording(tmp / "long.wav", seconds, sample_rate=32_000)
+    per_hour = 3600 / seconds
     print(
-        f"\n## vocalis predict, demo artifact, {args.minutes:g} min of 32 kHz audio, {args.threads} threads"
+        f"\n## vocalis predict, demo artifact, {args.minutes:g} min of 32 kHz audio, {args.threads} threads; "
+        f"before = {args.before}, after = this checkout; seconds per hour of audio"
     )
-    out: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    out: dict[str, list[dict[str, float]]] = {label: [] for label in arts}
     for rep in range(args.repeats):
-        for label, art in (("before", before), ("after", after)):
+        for label, (art, env) in arts.items():
             load = os.getloadavg()[0]
-            r = predict_long(art, rec, seconds, args.threads, tmp)
+            r = predict_long(art, rec, seconds, args.threads, tmp, env)
             r["load_before"], r["load_after"] = load, os.getloadavg()[0]
+            r["wall_s_per_hour"], r["cpu_s_per_hour"] = r["wall_s"] * per_hour, r["cpu_s"] * per_hour
             out[label].append(r)
             print(
-                f"  run {rep + 1} {label:<6} {r['wall_s']:6.2f} s wall ({1 / r['rtf']:.0f}x real time), "
-                f"peak RSS {r['peak_rss_mb']:.0f} MB, load {load:.1f} -> {r['load_after']:.1f}",
+                f"  run {rep + 1} {label:<6} {r['wall_s_per_hour']:6.2f} s/h wall, "
+                f"{r['cpu_s_per_hour']:6.2f} s/h CPU, peak RSS {r['peak_rss_mb']:.0f} MB, "
+                f"load {load:.1f} -> {r['load_after']:.1f}",
                 flush=True,
             )
     for label, runs in out.items():
-        walls = sorted(r["wall_s"] for r in runs)
-        print(f"  {label:<6} best {walls[0]:.2f} s, worst {walls[-1]:.2f} s over {len(walls)} runs")
+        walls = sorted(r["wall_s_per_hour"] for r in runs)
+        cpus = sorted(r["cpu_s_per_hour"] for r in runs)
+        print(
+            f"  {label:<6} wall best {walls[0]:.2f} s/h, worst {walls[-1]:.2f} s/h; "
+            f"CPU best {cpus[0]:.2f} s/h over {len(walls)} runs (target: <= 3 s/h wall, idle machine)"
+        )
+    if "before" in out:
+        b, a = (min(r["wall_s"] for r in out[k]) for k in ("before", "after"))
+        bc, ac = (min(r["cpu_s"] for r in out[k]) for k in ("before", "after"))
+        print(f"  after / before: wall {a / b:.2f} ({b / a:.2f}x faster), CPU {ac / bc:.2f}")
     return out
 
 
@@ -530,7 +593,13 @@ def main() -> None:
     parser.add_argument("--no-forms", dest="forms", action="store_false", help="skip the featurizer forms")
     parser.add_argument("--no-hour", dest="hour", action="store_false", help="skip the before/after hour")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--before", default="232c589", help="the commit the hour's 'before' runs")
+    parser.add_argument(
+        "--quick", action="store_true", help="only the before/after hour (as --no-models --no-forms)"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.models_table = args.forms = args.predict = False
     logging.basicConfig(level=logging.ERROR)
     torch.manual_seed(0)
     print(
@@ -539,7 +608,7 @@ def main() -> None:
     )
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (other jobs share these cores)")
-    peak_d = matmul_peak(args.threads)
+    peak_d = matmul_peak(args.threads) if not args.quick else {}
     print("fp32 sgemm 2048^3 (GFLOP/s): " + ", ".join(f"{k} {v:.1f}" for k, v in peak_d.items()))
     params = FeatureParams()
     results: dict[str, Any] = {"threads": args.threads, "peak_gflops": peak_d, "rows": [], "predict": {}}

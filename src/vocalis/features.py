@@ -11,11 +11,16 @@ The short-time Fourier transform is that of ``librosa.stft(center=True, pad_mode
 periodic Hann window, computed one of two ways that give the same numbers (to float32 rounding, tested):
 
 - ``stft="fft"`` (the default: preparation, training, evaluation): ``torch.stft``, an FFT in PyTorch;
-- ``stft="matmul"`` (inside the exported ONNX model): one Cooley-Tukey step as three large matrix
-  products (the twiddle factors folded into the second stage's matrices). Measured in onnxruntime on this
-  project's 2-core machine (``benchmarks/bench_inference.py``) it is the fastest exact form: faster than
-  the plain DFT as one matrix product, than the ONNX ``STFT`` operator (``torch.stft`` exports to it) and
-  than the ONNX ``DFT`` operator (``torch.fft.rfft``).
+- ``stft="matmul"`` (inside the exported ONNX model): one Cooley-Tukey step (``n_fft = n1 * n2``) as a
+  strided convolution and two matrix products. The first stage (``n1``-point DFTs over the blocks of a
+  frame, the Hann window folded into its weights, only the ``n1 // 2 + 1`` outputs a real signal needs)
+  is one grouped ``Conv`` over the signal read as blocks of ``n2`` samples: no frame is gathered or
+  windowed as a tensor. The second stage (twiddles folded in, each stage-one output feeding its own bins
+  and, by conjugate symmetry, its mirror's) is one batched product, then the power of each bin and one
+  product with the mel matrix. Measured in onnxruntime on this project's 2-core machine
+  (``benchmarks/bench_inference.py``) it is the fastest exact form: faster than the plain DFT as one
+  matrix product, than the ONNX ``STFT`` operator (``torch.stft`` exports to it), than the ONNX ``DFT``
+  operator (``torch.fft.rfft``) and than the earlier all-matmul factored forms.
 
 :class:`StreamLogMel` (the exported graph's featurizer) takes streams: a row holding ``k`` windows at a
 fixed hop gets its STFT frames computed once and the windows cut from the spectrogram; the frames at a
@@ -99,26 +104,21 @@ class LogMel(nn.Module):
 
     Args:
         params: the featurizer parameters (defaults: the reference recipe's).
-        stft: ``"fft"`` (``torch.stft``) or ``"matmul"`` (a factored DFT as large matrix products, for the
-            ONNX graph: ``n_fft = n1 * n2`` (1024 = 32 x 32), each frame gathered as ``n1`` contiguous
-            blocks of ``n2`` samples into a ``[block, frame, offset]`` layout and windowed; ``n1``-point DFTs
-            over the block index as one matrix product, ``n2``-point DFTs over the offset batched per
-            output ``k1`` with the twiddle factors folded into their matrices and only the columns holding
-            used bins, then the squared magnitudes through the mel matrix: every product contracts the
-            first or the last axis, so each is one large GEMM and no transpose is needed. See
+        stft: ``"fft"`` (``torch.stft``) or ``"matmul"`` (a factored DFT for the ONNX graph, see the
+            module notes: ``n_fft = n1 * n2`` (1024 = 32 x 32); the signal read as blocks of ``n2``
+            samples, ``[n2, blocks]``; stage one a ``Conv`` with ``n2`` groups (one per offset in a
+            block), kernel ``n1`` blocks, stride one STFT hop, whose weights are the windowed real and
+            imaginary ``n1``-point DFT rows ``k1 = 0 .. n1 // 2``; stage two one batched product per
+            ``k1`` with the twiddles folded in; then each bin's power and the mel matrix. See
             :meth:`stream` for frames shared between overlapping windows.)
     """
 
     window: torch.Tensor
     mel_basis: torch.Tensor
     # the factored DFT's constants (stft="matmul" only)
-    window_qr: torch.Tensor
-    c1: torch.Tensor
-    s1: torch.Tensor
-    w2_re: torch.Tensor
-    w2_im: torch.Tensor
-    mel_w: torch.Tensor
-    block_offsets: torch.Tensor
+    dft_conv: torch.Tensor
+    stage2: torch.Tensor
+    mel_t: torch.Tensor
 
     def __init__(self, params: FeatureParams | None = None, stft: str = "fft") -> None:
         super().__init__()
@@ -140,34 +140,41 @@ class LogMel(nn.Module):
             self.register_buffer(key, torch.tensor(value.copy(), dtype=dtype), persistent=False)
 
     def _factored_constants(self, window: np.ndarray, mel: np.ndarray) -> dict[str, np.ndarray]:
-        """The matrices of the factored DFT (see the class notes), in float64 before the float32 cast."""
-        p, lo = self.params, self.lo
+        """The weights of the factored DFT (see the class notes), in float64 before the float32 cast."""
+        p, lo, hi = self.params, self.lo, self.lo + self.n_bins
         n1, n2 = _block_factor(p)
-        self.n1, self.n2 = n1, n2
-        # output bin k = k1 + n1 * k2: only the k2 that hold used bins are computed
-        k2_lo, k2_hi = lo // n1, (lo + self.n_bins - 1) // n1 + 1
+        half = n1 // 2 + 1  # stage-one outputs of a real signal: k1 = 0 .. n1 // 2
+        self.n1, self.n2, self.n_half = n1, n2, half
         q, r = np.arange(n1), np.arange(n2)  # frame sample n = n2 * q + r: block q, offset r
-        # stage 1: length-n1 DFTs over the block index q (contiguous blocks of n2 samples)
-        ang1 = 2 * math.pi * np.outer(q, q) / n1  # [k1, q]
-        # stage 2, per k1: twiddle exp(-2 pi i r k1 / n_fft) times the length-n2 DFT over r, one angle
-        k = q[:, None, None] + n1 * np.arange(k2_lo, k2_hi)[None, None, :]  # [k1, 1, k2]: the bin
-        theta = 2 * math.pi * r[None, :, None] * k / p.n_fft  # [k1, r, k2]
-        cos, sin = np.cos(theta), np.sin(theta)
-        # (R + iI)(cos - i sin): R times [cos | -sin], I times [sin | cos] -> [re | im]
-        w2_re = np.concatenate([cos, -sin], axis=2)  # [k1, r, 2 * n_k2]
-        w2_im = np.concatenate([sin, cos], axis=2)
-        # mel weights of bin k for re^2 and for im^2 (zero outside the used bins)
-        bins = k[:, 0, :]  # [k1, k2]
-        inside = (bins >= lo) & (bins < lo + self.n_bins)
-        mel_k = np.where(inside[:, :, None], mel.T[np.clip(bins, 0, mel.shape[1] - 1)], 0.0)
+        # stage one, per offset r: windowed n1-point DFT rows, real and imaginary, over the block index q
+        ang1 = 2 * math.pi * np.outer(np.arange(half), q) / n1  # [k1, q]
+        win = window.reshape(n1, n2).T[:, None, None, :]  # [r, 1, 1, q]
+        conv = np.stack([np.cos(ang1), -np.sin(ang1)])[None] * win  # [r, re|im, k1, q]
+        # stage two: output k1 feeds its bins k = k1 + n1 * k2 and (the conjugate, X[n1 - k1] =
+        # conj X[k1] for a real signal) those of n1 - k1; each bin's column pair [re | im]
+        cols = []
+        for k1 in range(half):
+            mirror = n1 - k1 if 0 < k1 < n1 - k1 else None
+            cols.append(
+                [(k, False) for k in range(k1, hi, n1) if k >= lo]
+                + ([(k, True) for k in range(mirror, hi, n1) if k >= lo] if mirror is not None else [])
+            )
+        m = max(len(c) for c in cols)
+        self.m = m
+        # (R + iI)(cos - i sin), I -> -I for the mirror: re = R cos +- I sin, im = -R sin +- I cos
+        stage2 = np.zeros((half, 2, m, 2, n2))  # [k1, re|im out, bin, re|im in, r]
+        mel_t = np.zeros((p.n_mels, half, m))
+        for k1, bins in enumerate(cols):
+            for c, (k, conj) in enumerate(bins):
+                theta = 2 * math.pi * r * k / p.n_fft
+                sign = -1.0 if conj else 1.0
+                stage2[k1, 0, c, 0], stage2[k1, 0, c, 1] = np.cos(theta), sign * np.sin(theta)
+                stage2[k1, 1, c, 0], stage2[k1, 1, c, 1] = -np.sin(theta), sign * np.cos(theta)
+                mel_t[:, k1, c] = mel[:, k]
         return {
-            "window_qr": window.reshape(n1, 1, n2),
-            "c1": np.cos(ang1),
-            "s1": -np.sin(ang1),
-            "w2_re": w2_re,
-            "w2_im": w2_im,
-            "mel_w": np.concatenate([mel_k, mel_k], axis=1),  # [k1, 2 * n_k2, n_mels]
-            "block_offsets": q.reshape(n1, 1),
+            "dft_conv": conv.reshape(n2 * 2 * half, 1, n1),
+            "stage2": stage2.reshape(half, 2 * m, 2 * n2),
+            "mel_t": mel_t.reshape(p.n_mels, half * m),
         }
 
     def power(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -184,20 +191,18 @@ class LogMel(nn.Module):
         )[:, self.lo : self.lo + self.n_bins]
         return spec.real.square() + spec.imag.square()
 
-    def frames_mel(self, signal: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
-        """Mel power ``[frames, n_mels]`` of the frames of the flat ``signal`` starting at ``starts``
-        (``[frames]`` sample indices, multiples of ``n2``, as is ``len(signal)``; each frame is ``n_fft``
-        samples), by the factored DFT."""
-        n1, n2 = self.n1, self.n2
-        n = starts.shape[0]
-        blocks = signal.reshape(-1, n2)
-        index = (starts // n2).reshape(1, -1) + self.block_offsets  # [q, frame]
-        frames = torch.index_select(blocks, 0, index.reshape(-1)).reshape(n1, n, n2) * self.window_qr
-        frames = frames.reshape(n1, n * n2)
-        re = torch.matmul(self.c1, frames).reshape(n1, n, n2)  # [k1, frame, r]
-        im = torch.matmul(self.s1, frames).reshape(n1, n, n2)
-        y = torch.matmul(re, self.w2_re) + torch.matmul(im, self.w2_im)  # [k1, frame, (re|im, k2)]
-        return torch.matmul(y * y, self.mel_w).sum(dim=0)  # [frame, n_mels]
+    def blocks_mel(self, signal: torch.Tensor, stride: int) -> torch.Tensor:
+        """Mel power ``[n_mels, frames]`` of the frames of the flat ``signal`` (a whole number of blocks of
+        ``n2`` samples) that start every ``stride`` blocks from its first sample, by the factored DFT."""
+        n2, half, m = self.n2, self.n_half, self.m
+        blocks = signal.reshape(-1, n2).transpose(0, 1).unsqueeze(0)  # [1, r, block]
+        z = nn.functional.conv1d(blocks, self.dft_conv, stride=stride, groups=n2)  # [1, (r, re|im, k1), f]
+        f = z.shape[-1]
+        # to [k1, (re|im, r), f]: moves whole rows of f values
+        z = z.reshape(n2, 2, half, f).permute(2, 1, 0, 3).reshape(half, 2 * n2, f)
+        y = torch.matmul(self.stage2, z)  # [k1, (re|im, bin), f]
+        power = (y * y).reshape(half, 2, m, f).sum(dim=1)  # re^2 + im^2: [k1, bin, f]
+        return torch.matmul(self.mel_t, power.reshape(half * m, f))
 
     def stream(self, waveform: torch.Tensor, window_samples: int, hop_samples: int) -> torch.Tensor:
         """Mel power ``[rows * k, n_mels, frames]`` of the ``k`` windows in each row of a stream.
@@ -222,25 +227,25 @@ class LogMel(nn.Module):
             )
         rows, samples = waveform.shape
         k = (samples - window_samples) // hop_samples + 1
-        # rows padded to whole blocks of n2 samples, then one flat signal
-        waveform = nn.functional.pad(waveform, (0, (-samples) % self.n2))
-        length = waveform.shape[1]
+        # the stream's frames: each row padded in front as LogMel pads a window, and to whole STFT hops,
+        # so row i's frame t (centred on its sample t * hop_length) is frame i * per_row + t of the flat
+        # signal; frames that straddle two rows are computed and never used
+        x = nn.functional.pad(waveform, (pad, (-(samples + pad)) % p.hop_length))
+        per_row = x.shape[1] // p.hop_length
+        mel_stream = self.blocks_mel(x.reshape(-1), p.hop_length // self.n2)  # [n_mels, frames]
+        n_stream = mel_stream.shape[1]
+        # the edge frames of every window, sample by sample: the window's samples, zeros outside it
         signal = waveform.reshape(-1)
         row = torch.arange(rows).reshape(rows, 1)
-        # the stream's interior frames: t = j0 .. (k - 1) * stride + j1 of each row
-        n_t = (k - 1) * lay.stride + lay.j1 - lay.j0 + 1
-        t = torch.arange(n_t).reshape(1, -1) + lay.j0
-        mel_stream = self.frames_mel(signal, (row * length + t * p.hop_length - pad).reshape(-1))
-        # the edge frames of every window, sample by sample: the window's samples, zeros outside it
         edges = torch.tensor(lay.edges)
         e = len(lay.edges)
         local = (edges * p.hop_length - pad).reshape(1, 1, e, 1) + torch.arange(p.n_fft)  # [1, 1, e, n_fft]
-        first = row.reshape(rows, 1, 1, 1) * length + (torch.arange(k) * hop_samples).reshape(1, k, 1, 1)
+        first = row.reshape(rows, 1, 1, 1) * samples + (torch.arange(k) * hop_samples).reshape(1, k, 1, 1)
         inside = (local >= 0) & (local < window_samples)
         index = torch.where(inside, first + local, torch.zeros_like(local)).reshape(-1)
         edge_frames = signal[index] * inside.to(signal.dtype).reshape(-1).repeat(rows * k)
-        mel_edges = self.frames_mel(edge_frames, torch.arange(rows * k * e) * p.n_fft)
-        mel = torch.cat([mel_stream, mel_edges])  # [rows * n_t + rows * k * e, n_mels]
+        mel_edges = self.blocks_mel(edge_frames, self.n1)  # one frame every n_fft samples
+        mel = torch.cat([mel_stream, mel_edges], dim=1)  # [n_mels, stream frames + rows * k * e]
         # each window's frames: interior ones from its row's stream, edge ones its own
         j = torch.arange(lay.n_frames)
         interior = (j >= lay.j0) & (j <= lay.j1)
@@ -248,23 +253,24 @@ class LogMel(nn.Module):
         w = torch.arange(k).reshape(1, k, 1)
         r = row.reshape(rows, 1, 1)
         pick = torch.where(
-            interior, r * n_t + w * lay.stride + j - lay.j0, rows * n_t + (r * k + w) * e + edge_of
+            interior, r * per_row + w * lay.stride + j, n_stream + (r * k + w) * e + edge_of
         )  # [rows, k, frames]
-        return mel[pick.reshape(-1)].reshape(rows * k, lay.n_frames, p.n_mels).transpose(1, 2)
+        picked = mel[:, pick.reshape(-1)].reshape(p.n_mels, rows * k, lay.n_frames)
+        return picked.transpose(0, 1)
 
     def _matmul_mel(self, waveform: torch.Tensor) -> torch.Tensor:
         """Mel power ``[batch, n_mels, frames]`` through the factored DFT, window by window."""
         p = self.params
-        batch = waveform.shape[0]
+        batch, samples = waveform.shape
         pad = p.n_fft // 2
-        samples = waveform.shape[-1]
         n_frames = 1 + samples // p.hop_length
-        # constant (zero) padding, centred frames; then to whole blocks of n2 samples
-        x = nn.functional.pad(waveform, (pad, pad + (-(samples + 2 * pad)) % self.n2))
-        length = x.shape[-1]
-        starts = torch.arange(batch).reshape(-1, 1) * length + torch.arange(n_frames) * p.hop_length
-        mel = self.frames_mel(x.reshape(-1), starts.reshape(-1))
-        return mel.reshape(batch, n_frames, p.n_mels).transpose(1, 2)
+        # constant (zero) padding, centred frames; each row to whole STFT hops, so row i's frame t is
+        # frame i * per_row + t of the flat signal
+        x = nn.functional.pad(waveform, (pad, pad + (-(samples + 2 * pad)) % p.hop_length))
+        per_row = x.shape[1] // p.hop_length
+        mel = self.blocks_mel(x.reshape(-1), p.hop_length // self.n2)
+        pick = torch.arange(batch).reshape(-1, 1) * per_row + torch.arange(n_frames)
+        return mel[:, pick.reshape(-1)].reshape(p.n_mels, batch, n_frames).transpose(0, 1)
 
     def to_db(self, mel: torch.Tensor) -> torch.Tensor:
         """Mel power ``[batch, n_mels, frames]`` -> dB referenced to each window's maximum, floored."""

@@ -62,8 +62,10 @@ def test_stream_windows_equal_logmel_on_each_window(
         assert float((got - ref).abs().max()) <= TOL_DB
 
 
-def test_shared_frames_are_computed_once_and_bit_identical_to_the_window_path() -> None:
-    """The stream's mel power is the per-window matmul form's, exactly: same frames, same arithmetic."""
+def test_shared_frames_equal_the_window_path() -> None:
+    """The stream's mel power is the per-window matmul form's: the same frames and weights, summed by the
+    convolution at other positions (float32 rounding only: within 1e-6 of each window's peak; measured
+    1e-7)."""
     params, w, h = FeatureParams(), 96_000, 48_000
     logmel = LogMel(params, stft="matmul")
     row = _stream(w + 4 * h, params.sample_rate, 3)[None]
@@ -71,7 +73,9 @@ def test_shared_frames_are_computed_once_and_bit_identical_to_the_window_path() 
     with torch.no_grad():
         stream = logmel.stream(torch.from_numpy(row), w, h)
         alone = logmel._matmul_mel(torch.from_numpy(cut))
-    assert torch.equal(stream, alone)
+    assert stream.shape == alone.shape == (5, params.n_mels, params.n_frames(w))
+    peak = alone.amax(dim=(1, 2), keepdim=True)
+    assert float(((stream - alone).abs() / peak).max()) <= 1e-6
 
 
 def test_windows_that_cannot_share_frames_are_refused() -> None:

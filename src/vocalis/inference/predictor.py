@@ -13,9 +13,11 @@ is the end of the audio. Short recordings follow the project's one rule
 zero-padded to a window; one with none is refused.
 
 Streams. An artifact whose card has ``stream_hop_samples`` also takes rows holding several consecutive
-windows at that hop and computes their shared STFT frames once (docs/artifact.md); :meth:`predict` and
-:meth:`predict_stream` feed it each batch of consecutive windows as one such row when the hop is the card's,
-and one window a row otherwise. Older artifacts get one window a row. The probabilities are the same.
+windows at that hop and computes their shared STFT frames once (docs/artifact.md). Every entry point
+(:meth:`predict`, :meth:`predict_stream`, :meth:`predict_windows`, which the engines call) feeds it each
+run of windows that continue each other at that hop (decided from the samples) as stream rows of up to a
+batch of windows, and other windows one a row. Older artifacts get one window a row. The probabilities are
+the same.
 
 Long files. :meth:`Predictor.predict_stream` reads blocks with :func:`vocalis.audio.stream` and keeps the
 samples of the windows that straddle a block boundary, so its windows are the same samples as the
@@ -24,6 +26,7 @@ whole-file path's while memory stays bounded by one block plus one batch.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -243,50 +246,93 @@ class Predictor:
 
     # -- running the model --------------------------------------------------------------------------
     def predict_windows(self, windows: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """Class probabilities ``[n, n_classes]`` for waveform windows ``[n, window_samples]``."""
+        """Class probabilities ``[n, n_classes]`` for waveform windows ``[n, window_samples]``.
+
+        Windows whose samples continue each other at the graph's stream hop (a recording cut at that hop,
+        as every engine cuts it) are fed as streams, so their shared STFT frames are computed once; the
+        probabilities are those of one window a row (the export-time stream parity check)."""
+        return self._run(self._checked(windows), batch_size, embedding=False)[0]
+
+    def _checked(self, windows: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(windows, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.card.window_samples:
             raise ValueError(f"windows must be [n, {self.card.window_samples}], got {list(x.shape)}")
+        return x
+
+    def _stream_runs(self, x: np.ndarray) -> list[tuple[int, int]]:
+        """``(first, stop)`` of each run of windows in ``x`` that continue each other at the stream hop:
+        window ``i + 1`` starts with window ``i``'s last ``w - hop`` samples. Decided by the samples alone,
+        so a run fed as one stream gives exactly these windows (no run longer than one window when the
+        graph takes no streams)."""
+        n, w, hop = len(x), self.card.window_samples, self._stream_hop
+        if hop is None or not 0 < hop < w or n < 2:
+            return [(i, i + 1) for i in range(n)]
+        # one vectorised comparison of every neighbour pair's overlap (cheap next to the DFT it saves)
+        follows = np.equal(x[1:, : w - hop], x[:-1, hop:]).all(axis=1)
+        breaks = np.flatnonzero(~follows) + 1
+        edges = [0, *breaks.tolist(), n]
+        return list(itertools.pairwise(edges))
+
+    def _run(
+        self, x: np.ndarray, batch_size: int | None, *, embedding: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (and embeddings) of the windows ``x``, in order: runs of consecutive windows as
+        one stream row of up to ``batch_size`` windows per onnxruntime call, the other windows
+        ``batch_size`` rows per call."""
+        names = [self._output, *([self._embedding] if embedding and self._embedding else [])]
+        w, hop = self.card.window_samples, self._stream_hop or 0
         bs = batch_size or self.batch_size
-        out = [
-            self.session.run([self._output], {self._input: x[i : i + bs]})[0] for i in range(0, len(x), bs)
-        ]
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, len(self.classes)), np.float32)
+        outs: list[list[np.ndarray]] = []  # per call: [probs, (emb)]
+        single: list[int] = []  # windows waiting to be run one a row
+
+        def flush_single() -> None:
+            for i in range(0, len(single), bs):
+                rows = x[single[i : i + bs]]
+                outs.append(self.session.run(names, {self._input: rows}))
+            single.clear()
+
+        for first, stop in self._stream_runs(x):
+            if stop - first == 1:
+                single.append(first)
+                if len(single) >= bs:
+                    flush_single()
+                continue
+            flush_single()
+            for lo in range(first, stop, bs):
+                chunk = x[lo : min(stop, lo + bs)]
+                if len(chunk) == 1:
+                    outs.append(self.session.run(names, {self._input: chunk}))
+                    continue
+                # the stream: the first window, then the last hop samples of each following one
+                row = np.concatenate([chunk[0], chunk[1:, w - hop :].reshape(-1)])
+                outs.append(self.session.run(names, {self._input: row[None, :]}))
+        flush_single()
+        n_classes = len(self.classes)
+        probs = (
+            np.concatenate([o[0] for o in outs]).astype(np.float32)
+            if outs
+            else np.zeros((0, n_classes), np.float32)
+        )
+        if not embedding:
+            return probs, None
+        if not outs:
+            return probs, np.zeros((0, 0), np.float32)
+        return probs, np.concatenate([o[1] for o in outs]).astype(np.float32)
 
     def _predict_consecutive(
         self, windows: np.ndarray, hop: int, batch_size: int | None, *, embedding: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities (and, with ``embedding``, embeddings) of windows that follow each other ``hop``
-        samples apart (cut from one padded signal). A graph that takes streams at this hop gets them as one
-        stream per batch, so it computes their shared STFT frames once; any other graph (or hop) gets them
-        one window a row. The results are the same either way (the export-time stream parity check)."""
-        w = self.card.window_samples
-        if self._stream_hop is None or hop != self._stream_hop or hop > w or len(windows) < 2:
-            if embedding:
-                return self.predict_windows_embedded(windows, batch_size)
-            return self.predict_windows(windows, batch_size), None
-        if embedding and self._embedding is None:
-            self.predict_windows_embedded(windows[:0])  # raises the one "no embedding output" error
-        names = [self._output, *([self._embedding] if embedding and self._embedding else [])]
-        x = np.ascontiguousarray(windows, dtype=np.float32)
-        bs = batch_size or self.batch_size
-        probs, embs = [], []
-        for i in range(0, len(x), bs):
-            chunk = x[i : i + bs]
-            # consecutive windows overlap by w - hop samples: the stream is the first window and then
-            # the last hop samples of each following one
-            row = np.concatenate([chunk[0], chunk[1:, w - hop :].reshape(-1)])
-            outs = self.session.run(names, {self._input: row[None, :]})
-            probs.append(outs[0])
-            if embedding:
-                embs.append(outs[1])
-        emb = np.concatenate(embs).astype(np.float32) if embedding else None
-        return np.concatenate(probs).astype(np.float32), emb
+        """Probabilities (and, with ``embedding``, embeddings) of windows cut ``hop`` samples apart from
+        one signal: fed as streams when the graph takes them at this hop (see :meth:`predict_windows`)."""
+        if embedding:
+            return self.predict_windows_embedded(windows, batch_size)
+        return self.predict_windows(windows, batch_size), None
 
     def predict_windows_embedded(
         self, windows: np.ndarray, batch_size: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities ``[n, n_classes]`` and embeddings ``[n, D]``, both from the same session runs.
+        """Probabilities ``[n, n_classes]`` and embeddings ``[n, D]``, both from the same session runs
+        (consecutive windows fed as streams, as in :meth:`predict_windows`).
 
         Raises :class:`ArtifactError` when the model has no ``embedding`` output (exported before it).
         """
@@ -295,18 +341,8 @@ class Predictor:
                 f"{self.directory or 'model'}: the model has no 'embedding' output (export it again with "
                 "this version of vocalis)"
             )
-        x = np.ascontiguousarray(windows, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != self.card.window_samples:
-            raise ValueError(f"windows must be [n, {self.card.window_samples}], got {list(x.shape)}")
-        bs = batch_size or self.batch_size
-        runs = [
-            self.session.run([self._output, self._embedding], {self._input: x[i : i + bs]})
-            for i in range(0, len(x), bs)
-        ]
-        if not runs:
-            return np.zeros((0, len(self.classes)), np.float32), np.zeros((0, 0), np.float32)
-        probs = np.concatenate([r[0] for r in runs]).astype(np.float32)
-        return probs, np.concatenate([r[1] for r in runs]).astype(np.float32)
+        probs, emb = self._run(self._checked(windows), batch_size, embedding=True)
+        return probs, emb if emb is not None else np.zeros((0, 0), np.float32)
 
     def _results(
         self,
