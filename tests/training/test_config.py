@@ -43,8 +43,9 @@ def test_every_group_option_composes_and_resolves(group: str) -> None:
     options = _options(group)
     assert options, f"no options in config group {group}"
     for option in options:
-        cfg = compose_config([f"{group}={option}", "++data.root=/tmp/x"])
-        # resolving catches broken interpolations; data.root/manifest stand in for user values
+        cfg = compose_config([f"{group}={option}", "++data.root=/tmp/x", "++backbone.path=/tmp/artifact"])
+        # resolving catches broken interpolations; data.root and backbone.path (the mandatory `???` of
+        # backbone=artifact) stand in for user values
         OmegaConf.to_container(cfg, resolve=True)
 
 
