@@ -71,7 +71,7 @@ test: lint ## Lint, type-check and run every test (slow ones included, the image
 	@# The Docker image test is `make test-image` (.ci/run runs both).
 	@# --no-loadscope-reorder: files go out in collection order, the slow ones first (tests/conftest.py)
 	$(RUN) pytest -n $(PYTEST_WORKERS) --maxprocesses=4 --dist loadfile --no-loadscope-reorder -m "not image" \
-		--cov --cov-report=term:skip-covered --cov-report=xml $(PYTEST_ARGS)
+		--cov --cov-report=term:skip-covered --cov-report=xml --durations=25 $(PYTEST_ARGS)
 
 .PHONY: test-image
 test-image: sync ## Build the API image with `make image`, run a container of it and test it (needs Docker)
