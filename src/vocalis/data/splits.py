@@ -124,7 +124,7 @@ def few_shot_rows(manifest: pd.DataFrame, split: str, max_per_class: int | None,
 
     Per class (in sorted label order), the split's recordings are sorted by id and ``max_per_class`` of
     them are drawn without replacement by ``numpy.random.default_rng(seed)``: the draw depends on the
-    recordings and the seed only, not on the window length or the cache, so a feature cache and an
+    recordings and `seed` only, not on the window length or the cache, so a feature cache and an
     embedding cache of the same data and split give the same recordings.
     """
     rows = manifest[manifest["split"] == split]
