@@ -23,7 +23,7 @@ uv: ## Install uv with pip if it is missing
 
 .PHONY: sync
 sync: uv ## Create .venv from uv.lock (all extras and dev tools)
-	$(UV) sync --locked --all-extras
+	$(UV) sync --locked --all-extras --compile-bytecode
 
 .PHONY: demo
 demo: sync ## The main job on the embedded synthetic data: synth, prepare, train, export, predict
@@ -64,14 +64,20 @@ format: sync ## Apply ruff's fixes and formatting
 	$(RUN) ruff format src tests benchmarks
 
 .PHONY: test
-test: lint ## Lint, type-check and run every test (slow ones included, the image build not) with coverage
+test: lint ## Lint, type-check and run every test (slow ones included; the cluster and image tests not) with coverage
 	@# the floor is fail_under in pyproject.toml [tool.coverage.report]; coverage.xml is for CI tools
 	@# test files are spread over one worker per core (at most 4); the expensive session fixtures are built once
 	@# and shared by the workers (tests/support/shared.py). PYTEST_WORKERS=0 runs everything in one process.
-	@# The Docker image test is `make test-image` (.ci/run runs both).
+	@# The multi-process cluster tests are `make test-cluster`, the Docker image test `make test-image`
+	@# (.ci/run runs all three).
 	@# --no-loadscope-reorder: files go out in collection order, the slow ones first (tests/conftest.py)
-	$(RUN) pytest -n $(PYTEST_WORKERS) --maxprocesses=4 --dist loadfile --no-loadscope-reorder -m "not image" \
+	$(RUN) pytest -n $(PYTEST_WORKERS) --maxprocesses=4 --dist loadfile --no-loadscope-reorder -m "not image and not cluster" \
 		--cov --cov-report=term:skip-covered --cov-report=xml --durations=25 $(PYTEST_ARGS)
+
+.PHONY: test-cluster
+test-cluster: sync ## The tests that start clusters of processes: Ray nodes (local and `ray start`), DDP ranks
+	@# no coverage: everything they check runs in child processes (the CLI, Ray's workers, the DDP ranks)
+	$(RUN) pytest -m cluster --durations=5 $(PYTEST_ARGS) tests/inference/test_ray_engine.py tests/training/test_faults.py
 
 .PHONY: test-image
 test-image: sync ## Build the API image with `make image`, run a container of it and test it (needs Docker)
@@ -103,7 +109,7 @@ bench: sync ## Run every benchmark (prints figures; see docs/benchmarks.md)
 
 .PHONY: test-fast
 test-fast: sync ## Run the tests not marked slow
-	$(RUN) pytest -n $(PYTEST_WORKERS) --maxprocesses=4 --dist loadfile -m "not slow and not image" $(PYTEST_ARGS)
+	$(RUN) pytest -n $(PYTEST_WORKERS) --maxprocesses=4 --dist loadfile -m "not slow and not image and not cluster" $(PYTEST_ARGS)
 
 .PHONY: serve
 serve: sync ## Serve a model over HTTP (MODEL=artifacts/demo, PORT=8000); web page at http://127.0.0.1:8000/
