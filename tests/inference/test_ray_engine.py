@@ -1,7 +1,9 @@
 """``vocalis predict --engine ray``: the same detections as the local engine on a local Ray instance (started
-and stopped by the command: 2 CPUs here), broken files in the errors file, resume across engines, a run killed
-with SIGKILL half-way on a Ray cluster started by the test that, resumed, gives each file once, and a clear
-message when Ray is not installed."""
+and stopped by the command: 2 CPUs here) and on a Ray cluster started by the test (`ray start --head`, one
+for the module), broken files in the errors file, resume across engines, a run killed with SIGKILL half-way
+that, resumed, gives each file once, and a clear message when Ray is not installed.
+
+The tests that start Ray are marked ``cluster`` (`make test-cluster`; `make test` leaves them out)."""
 
 from __future__ import annotations
 
@@ -85,8 +87,12 @@ def _same(
 
 
 @pytest.mark.slow
-def test_ray_engine_matches_local_and_resumes(artifact: Path, folder: Path, tmp_path: Path) -> None:
-    pytest.importorskip("ray")
+@pytest.mark.cluster
+def test_ray_engine_matches_local_and_resumes(
+    artifact: Path, folder: Path, ray_head: str, tmp_path: Path
+) -> None:
+    """The first Ray run starts its own local instance (no ``--address``); the resumed and the fresh run
+    join the test's cluster."""
     local = tmp_path / "local.csv"
     done = _run(_cli(str(artifact), str(folder), "-o", str(local)))
     assert done.returncode == 0, done.stderr
@@ -95,10 +101,11 @@ def test_ray_engine_matches_local_and_resumes(artifact: Path, folder: Path, tmp_
     good = sorted(p for p in folder.iterdir() if p.stat().st_size > 100)
     manifest = tmp_path / "half.txt"
     manifest.write_text("".join(f"{p}\n" for p in good[:3]))
-    args = ("--engine", "ray", "--num-workers", "1")
-    first = _run(_cli(str(artifact), str(manifest), "-o", str(ray_out), *args))
+    local_ray = ("--engine", "ray", "--num-workers", "1")
+    first = _run(_cli(str(artifact), str(manifest), "-o", str(ray_out), *local_ray))
     assert first.returncode == 0, first.stderr[-3000:]
     assert {r[0] for r in _rows(ray_out)} == {str(p) for p in good[:3]}
+    args = (*local_ray, "--address", ray_head)
     second = _run(_cli(str(artifact), str(folder), "-o", str(ray_out), *args))
     assert second.returncode == 0, second.stderr[-3000:]
     assert "3 file(s) already done" in _said(second.stderr)
@@ -200,12 +207,17 @@ def _start_head(temp: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes
     return head, None
 
 
-@pytest.fixture
-def ray_head(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A Ray cluster of one 2-CPU node, started for the test in its own session (``ray start --head
-    --block``; up to three tries, each bounded) and stopped after it; the test fails if any of its
-    processes outlives the stop."""
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[str]:
+    """A Ray cluster of one 2-CPU node, started for this module's tests in its own session (``ray start
+    --head --block``; up to three tries, each bounded) and stopped after them; the last test's teardown
+    fails if any of its processes outlives the stop."""
     pytest.importorskip("ray")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield from _ray_head(monkeypatch)
+
+
+def _ray_head(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COV_", "COVERAGE_"))}
     # workers use this interpreter (not `uv run` in their own folder); `ray start` waits long enough for
     # a raylet that registers late on a busy machine; workers at our priority, not Ray's nice 15 (they
@@ -297,6 +309,7 @@ def _committed_files(journal: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_ray_run_killed_half_way_resumes_each_file_once(
     artifact: Path, ray_head: str, tmp_path: Path
 ) -> None:

@@ -67,6 +67,7 @@ def test_sigkill_mid_training_then_resume_finishes_the_planned_epochs(
 
 
 @pytest.mark.slow
+@pytest.mark.cluster
 def test_ddp_two_cpu_processes_make_one_run_directory(tmp_path: Path, tiny_overrides: list[str]) -> None:
     runs = tmp_path / "runs"
     cmd = [
