@@ -230,7 +230,10 @@ def predict(
         "local", "--engine", help="local (decoding processes + batched inference here) or ray (Ray Data)."
     ),
     workers: int | None = typer.Option(
-        None, "--workers", min=0, help="local: decoding processes (default: half the CPUs; 0: none)."
+        None,
+        "--workers",
+        min=0,
+        help="local: decoding processes (default: none on 1-2 CPUs, else half the CPUs; 0: none).",
     ),
     address: str | None = typer.Option(
         None, "--address", help="ray: cluster address (auto, ray://host:10001); default: a local Ray."

@@ -35,8 +35,15 @@ Outcome = tuple[str, FilePrediction | str]
 
 
 def default_workers() -> int:
-    """Decoding processes: one per CPU left over by the model's threads' fair share (at least one)."""
-    return max(1, default_threads() // 2)
+    """Decoding processes: none on one or two CPUs, else half the CPUs.
+
+    On two idle cores onnxruntime's threads already fill both, and inference is about two thirds of a short
+    clip's work: a decoding process only competes with them (measured in ``benchmarks/bench_scale.py``, docs:
+    the local engine with one decoding process was 5-20 % slower than decoding in line). With more cores the
+    decoders run beside the model.
+    """
+    cpus = default_threads()
+    return 0 if cpus <= 2 else cpus // 2
 
 
 @dataclass
