@@ -65,18 +65,20 @@ def train_command(
     metrics.json, classes.json, run.json and train.log, and tracks the run (MLflow by default:
     `mlflow ui --backend-store-uri sqlite:///mlflow.db`). Continue a killed run with resume=RUN_DIR.
     """
-    from vocalis.training.config import check_numbers, compose_config
-    from vocalis.training.rundir import is_ddp_child
-    from vocalis.training.sweep import run_sweep
-    from vocalis.training.train import prepare_data, resolve_resume, train
+    from vocalis.training.config import check_numbers, compose_config, resolve_resume
 
     _quiet_console_logging()
     cfg = resolve_resume(compose_config(list(overrides or [])))
     if cfg.get("head") is not None:  # a transfer experiment: a head on backbone embeddings
         from vocalis.cli.transfer import train_transfer_command
 
-        train_transfer_command(cfg, metrics_table)
+        train_transfer_command(cfg, metrics_table)  # imports neither Lightning nor, for BirdNET, torch
         return
+    # Lightning and torch: only a network's training needs them
+    from vocalis.training.rundir import is_ddp_child
+    from vocalis.training.sweep import run_sweep
+    from vocalis.training.train import prepare_data, train
+
     check_numbers(cfg)  # before the data is prepared: a typo costs nothing
     if cfg.get("hparams_search") and not cfg.get("resume"):
         # `vocalis train hparams_search=optuna` is the same as `vocalis sweep`

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from vocalis.contracts.cache import SPLITS, FeatureCache
 from vocalis.errors import CacheError, ConfigError
-from vocalis.evaluation.metrics import classification_metrics
+from vocalis.evaluation.metrics import classification_metrics, clip_accuracy
 from vocalis.evaluation.report import (
     misclassified_table,
     plot_confusion_matrix,
@@ -66,17 +65,6 @@ def predict_windows(
         x = torch.from_numpy(np.asarray(features[idx], dtype=np.float32)).unsqueeze(1)
         out.append(torch.softmax(net(x).float(), dim=1).numpy()[back])
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
-
-
-def clip_accuracy(rows: pd.DataFrame, y_true: np.ndarray, probs: np.ndarray) -> float | None:
-    """Accuracy per clip (mean of its windows' probabilities), when the manifest names clips."""
-    if "clip_id" not in rows or len(rows) == 0:
-        return None
-    df = pd.DataFrame(probs)
-    df["clip"] = rows["clip_id"].to_numpy()
-    mean = df.groupby("clip", sort=False).mean()
-    truth = pd.Series(y_true, index=rows["clip_id"].to_numpy()).groupby(level=0, sort=False).first()
-    return float((mean.to_numpy().argmax(axis=1) == truth.loc[mean.index].to_numpy()).mean())
 
 
 def evaluate_checkpoint(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.metrics import (
@@ -16,6 +16,9 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
     roc_auc_score,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +64,16 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Seque
         "per_class": per_class,
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
+
+
+def clip_accuracy(rows: pd.DataFrame, y_true: np.ndarray, probs: np.ndarray) -> float | None:
+    """Accuracy per clip (mean of its windows' probabilities), when the manifest names clips."""
+    import pandas as pd  # the evaluation tables need it; window metrics do not
+
+    if "clip_id" not in rows or len(rows) == 0:
+        return None
+    df = pd.DataFrame(probs)
+    df["clip"] = rows["clip_id"].to_numpy()
+    mean = df.groupby("clip", sort=False).mean()
+    truth = pd.Series(y_true, index=rows["clip_id"].to_numpy()).groupby(level=0, sort=False).first()
+    return float((mean.to_numpy().argmax(axis=1) == truth.loc[mean.index].to_numpy()).mean())

@@ -9,9 +9,13 @@ import platform
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vocalis.contracts.provenance import git_commit as git_commit  # run.json records it
+from vocalis.errors import ConfigError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 #: rank 0 decides the run directory and passes it to the processes Lightning's DDP launcher starts
 RUN_DIR_ENV = "VOCALIS_RUN_DIR"
@@ -29,20 +33,46 @@ def new_run_name(prefix: str) -> str:
 
 
 def environment_summary(device: str) -> dict[str, Any]:
-    """Python, torch, lightning versions, CPU count and the training device."""
-    import lightning
-    import torch
+    """Python, torch, lightning versions, CPU count and the training device.
 
+    Versions come from the installed packages' metadata: a run that never imports torch (a transfer head)
+    does not import it for this; torch's threads and GPU are read where torch is already loaded.
+    """
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    torch = sys.modules.get("torch")
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "torch": torch.__version__,
-        "lightning": lightning.__version__,
+        "torch": getattr(torch, "__version__", None) or installed("torch"),
+        "lightning": installed("lightning"),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
         "device": device,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda": torch.cuda.get_device_name(0) if torch is not None and torch.cuda.is_available() else None,
     }
+
+
+def decide_run_dir(cfg: DictConfig) -> Path:
+    """The run directory of ``cfg``: the DDP launcher's (rank > 0), ``resume``'s, ``run_dir``'s, or a new
+    ``<paths.runs_dir>/<name>-<time>-<id>``."""
+    if is_ddp_child():
+        env = os.environ.get(RUN_DIR_ENV)
+        if not env:
+            raise ConfigError(f"DDP rank process started without {RUN_DIR_ENV}")
+        return Path(env)
+    if cfg.get("resume"):
+        return Path(str(cfg.resume))
+    if cfg.get("run_dir"):
+        return Path(str(cfg.run_dir))
+    return Path(str(cfg.paths.runs_dir)) / new_run_name(str(cfg.get("name") or "train"))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:

@@ -27,14 +27,14 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vocalis.errors import ConfigError, DatasetError
-from vocalis.training.config import load_run_config
+from vocalis.training.config import config_targets, flat_params, resolve_resume
 from vocalis.training.rundir import (
     RUN_DIR_ENV,
     RunLog,
+    decide_run_dir,
     environment_summary,
     git_commit,
     is_ddp_child,
-    new_run_name,
     write_json,
 )
 
@@ -67,38 +67,6 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def _decide_run_dir(cfg: DictConfig) -> Path:
-    if is_ddp_child():
-        env = os.environ.get(RUN_DIR_ENV)
-        if not env:
-            raise ConfigError(f"DDP rank process started without {RUN_DIR_ENV}")
-        return Path(env)
-    if cfg.get("resume"):
-        return Path(str(cfg.resume))
-    if cfg.get("run_dir"):
-        return Path(str(cfg.run_dir))
-    return Path(str(cfg.paths.runs_dir)) / new_run_name(str(cfg.get("name") or "train"))
-
-
-def _targets(cfg: DictConfig, group: str, strict: bool = True) -> dict[str, DictConfig]:
-    """The non-null entries of ``cfg.<group>``, each required to name a ``_target_``.
-
-    ``strict=False`` leaves an entry without one out with a warning instead: an experiment that tunes a
-    callback (``callbacks.early_stopping.patience``) composed with ``callbacks=minimal``, which removed it.
-    """
-    nodes: dict[str, DictConfig] = {}
-    for key, node in (cfg.get(group) or {}).items():
-        if node is None:
-            continue
-        if not isinstance(node, DictConfig) or "_target_" not in node:
-            if not strict:
-                log.warning("%s.%s has no _target_ (disabled, then given settings?): left out", group, key)
-                continue
-            raise ConfigError(f"{group}.{key}: has no _target_ (the class to build)")
-        nodes[str(key)] = node
-    return nodes
-
-
 def _build(path: str, node: DictConfig, **kwargs: Any) -> Any:
     try:
         return instantiate(node, **kwargs)
@@ -113,7 +81,7 @@ def build_loggers(cfg: DictConfig, mlflow_run_id: str | None = None) -> list[Log
     ``mlflow_run_id``: continue that MLflow run (a resumed run) instead of starting one.
     """
     loggers: list[Logger] = []
-    for key, node in _targets(cfg, "logger").items():
+    for key, node in config_targets(cfg, "logger").items():
         resume = {"run_id": mlflow_run_id} if mlflow_run_id and "MLFlowLogger" in str(node._target_) else {}
         loggers.append(_build(f"logger.{key}", node, **resume))
     return loggers
@@ -122,7 +90,7 @@ def build_loggers(cfg: DictConfig, mlflow_run_id: str | None = None) -> list[Log
 def build_callbacks(cfg: DictConfig, extra: list[Callback] | None = None) -> list[Callback]:
     """The Lightning callbacks of ``cfg.callbacks`` (best/last checkpoints, early stopping, progress bar)
     built by ``_target_``, then ``extra``."""
-    nodes = _targets(cfg, "callbacks", strict=False)
+    nodes = config_targets(cfg, "callbacks", strict=False)
     callbacks = [_build(f"callbacks.{key}", node) for key, node in nodes.items()]
     return callbacks + list(extra or [])
 
@@ -193,17 +161,6 @@ def _log_final(
         lg.finalize("success")
 
 
-def resolve_resume(cfg: DictConfig) -> DictConfig:
-    """``resume=RUN_DIR``: the run's own saved config (with ``resume`` set); otherwise ``cfg`` itself."""
-    resume = cfg.get("resume")
-    if not resume:
-        return cfg
-    saved = load_run_config(str(resume))
-    with open_dict(saved):
-        saved.resume = str(resume)
-    return saved
-
-
 def prepare_data(cfg: DictConfig, progress: Any = None) -> Any:
     """Prepare (or find current) the feature cache of ``cfg.data``: the data stage's own code."""
     from vocalis.data.prepare import prepare_from_config
@@ -239,7 +196,7 @@ def train(
     child = is_ddp_child()
     cfg = resolve_resume(cfg)
     resume = cfg.get("resume")
-    run_dir = _decide_run_dir(cfg).resolve()
+    run_dir = decide_run_dir(cfg).resolve()
     ckpt_dir = run_dir / "checkpoints"
     last_ckpt = ckpt_dir / "last.ckpt"
     if resume and not last_ckpt.is_file():
@@ -308,7 +265,7 @@ def _fit(
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         (run_dir / "classes.json").write_text(json.dumps(list(cache.classes), indent=2) + "\n")
         for lg in loggers:
-            lg.log_hyperparams(_flat_params(cfg))
+            lg.log_hyperparams(flat_params(cfg))
 
     profiler = _build("profiler", cfg.profiler) if cfg.get("profiler") else None
     trainer = L.Trainer(
@@ -395,22 +352,3 @@ def _stopped_by_max_time(trainer: L.Trainer, max_epochs: int) -> bool:
         return False
     remaining = timer.time_remaining()
     return remaining is not None and remaining <= 0
-
-
-def _flat_params(cfg: DictConfig) -> dict[str, Any]:
-    """The config as flat ``a/b: value`` pairs for the trackers (paths and logger settings left out)."""
-    out: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}{k}/")
-        else:
-            out[prefix.rstrip("/")] = node
-
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
-    for key in ("paths", "logger"):
-        container.pop(key, None)
-    walk(container, "")
-    return out

@@ -3,8 +3,9 @@
 The run directory holds what every run holds (``config.yaml``, ``classes.json``, ``metrics.json`` with the
 test evaluation, ``per_class.csv``, ``confusion_matrix.png``, ``misclassified.csv``, ``run.json``,
 ``train.log``) and, instead of Lightning checkpoints, ``checkpoints/head.npz`` (the head) and
-``transfer.json`` (the backbone and the embedding cache it was trained on). Tracking goes through the
-same loggers (MLflow by default). The head's regularisation is chosen on the validation split.
+``transfer.json`` (the backbone and the embedding cache it was trained on). Tracking follows the same
+``logger`` group (MLflow by default), through :mod:`vocalis.training.tracking`. The head's regularisation is
+chosen on the validation split.
 
 Few-shot: ``data.max_per_class=N`` keeps N training recordings per class (and at most N validation
 recordings per class), drawn with ``seed`` by :func:`vocalis.data.splits.few_shot_indices` (the same draw
@@ -91,16 +92,16 @@ def train_transfer(
     cfg: DictConfig, *, cache: EmbeddingCache | None = None, progress: Any = None
 ) -> TransferResult:
     """Embed (or reuse the cache), fit the head on train, choose C on val, test, write the run directory."""
-    from vocalis.evaluation.evaluate import clip_accuracy
-    from vocalis.evaluation.metrics import classification_metrics
+    from vocalis.evaluation.metrics import classification_metrics, clip_accuracy
     from vocalis.evaluation.report import (
         misclassified_table,
         plot_confusion_matrix,
         write_metrics_json,
         write_per_class_csv,
     )
-    from vocalis.training.rundir import RunLog, environment_summary, git_commit, write_json
-    from vocalis.training.train import _decide_run_dir, _flat_params, build_loggers
+    from vocalis.training.config import flat_params
+    from vocalis.training.rundir import RunLog, decide_run_dir, environment_summary, git_commit, write_json
+    from vocalis.training.tracking import MlflowTracker, open_trackers
 
     t0 = time.perf_counter()
     head_cfg = _plain(cfg.head)
@@ -111,7 +112,7 @@ def train_transfer(
         raise ConfigError(f"head.C: positive values needed, got {cs}")
     n = check_max_per_class(cfg.data.get("max_per_class"))
     resume = cfg.get("resume")
-    run_dir = _decide_run_dir(cfg).resolve()
+    run_dir = decide_run_dir(cfg).resolve()
     if not resume and (run_dir / "config.yaml").exists():
         raise ConfigError(f"run_dir: {run_dir} already holds a run; choose another or resume={run_dir}")
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -124,9 +125,9 @@ def train_transfer(
         log.info("embedding cache %s (%s)", cache.dir, "built" if cache.built else "current")
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
         (run_dir / "classes.json").write_text(json.dumps(list(cache.classes), indent=2) + "\n")
-        loggers = build_loggers(cfg)
-        for lg in loggers:
-            lg.log_hyperparams(_flat_params(cfg))
+        trackers = open_trackers(cfg)  # MLflow through its own client: no Lightning import for a head
+        for tracker in trackers:
+            tracker.log_params(flat_params(cfg))
 
         seed = int(cfg.seed)
         manifest = cache.manifest
@@ -217,6 +218,8 @@ def train_transfer(
                 "embed_seconds": round(embed_seconds, 2),
                 "fit_seconds": round(fit_seconds, 3),
                 "resumed": bool(resume),
+                # the registry logs the model into this run (as for a network's run)
+                "mlflow_run_id": next((t.run_id for t in trackers if isinstance(t, MlflowTracker)), None),
                 "environment": environment_summary("cpu"),
             },
         )
@@ -225,14 +228,10 @@ def train_transfer(
             "test/macro_f1": metrics["macro_f1"],
             "test/balanced_acc": metrics["balanced_accuracy"],
         }
-        for lg in loggers:
-            lg.log_metrics(flat, step=0)
-            experiment: Any = getattr(lg, "experiment", None)
-            run_id = getattr(lg, "run_id", None)
-            if run_id and hasattr(experiment, "log_artifact"):  # MLflow: the report and the head
-                for path in [*files.values(), head_path]:
-                    experiment.log_artifact(run_id, str(path))
-            lg.finalize("success")
+        for tracker in trackers:
+            tracker.log_metrics(flat, step=0)
+            tracker.log_files([*files.values(), head_path])  # MLflow: the report and the head
+            tracker.finish()
         log.info("transfer head: test accuracy %.4f macro-F1 %.4f", metrics["accuracy"], metrics["macro_f1"])
     return TransferResult(
         run_dir=run_dir,
