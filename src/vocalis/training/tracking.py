@@ -167,9 +167,9 @@ def open_trackers(cfg: DictConfig) -> list[Tracker]:
     for key, node in config_targets(cfg, "logger").items():
         target = str(node._target_)
         try:
-            kwargs = OmegaConf.to_container(node, resolve=True)
-            assert isinstance(kwargs, dict)
-            kwargs = {str(k): v for k, v in kwargs.items() if k != "_target_"}
+            entry = OmegaConf.to_container(node, resolve=True)
+            assert isinstance(entry, dict)
+            kwargs: dict[str, Any] = {str(k): v for k, v in entry.items() if k != "_target_"}
             if target == MLFLOW_LOGGER:
                 trackers.append(MlflowTracker(**kwargs))
             elif target == CSV_LOGGER:
