@@ -278,3 +278,18 @@ def test_manifest_of_paths(artifact: Path, folder: Path, tmp_path: Path) -> None
     assert set(_row_sets(_csv_rows(out))) == {str(w) for w in wavs}
     with (tmp_path / "m.out.csv.errors.csv").open() as fh:
         assert [Path(r["file"]).name for r in csv.DictReader(fh)] == ["missing.wav"]
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [(1, 0), (2, 0), (4, 2), (16, 8)])
+def test_default_decoders_none_on_two_cpus_half_above(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, expected: int
+) -> None:
+    """On 1-2 CPUs onnxruntime's threads fill the cores (docs/benchmarks.md): the engine decodes in line."""
+    import vocalis.inference.engine as engine
+
+    monkeypatch.setattr(engine, "default_threads", lambda: cpus)
+    assert engine.default_workers() == expected
+    p = object.__new__(Predictor)
+    p.batch_size = 8
+    assert LocalEngine(p).workers == expected
+    assert LocalEngine(p, workers=1).workers == 1  # --workers N still asks for N
