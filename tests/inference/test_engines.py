@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
+from support.predictions import strict_csv_rows
 from support.runs import SR, call
 from vocalis.cli import app
 from vocalis.errors import VocalisError
@@ -117,18 +118,6 @@ def test_local_engine_matches_predict_stream(
             np.testing.assert_allclose(fp.probabilities(), ref.probabilities(), atol=SAME_RATE_TOL, rtol=0)
 
 
-def _csv_rows(path: Path) -> list[dict[str, str]]:
-    """Parse a CSV output strictly: the header, and every row with all six fields."""
-    with path.open(newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader)
-        assert header == ["file", "start_s", "end_s", "label", "confidence", "rank"]
-        rows = list(reader)
-    for r in rows:
-        assert len(r) == 6 and float(r[4]) >= 0 and int(r[5]) >= 1, r
-    return [dict(zip(header, r, strict=True)) for r in rows]
-
-
 def _row_sets(rows: list[dict[str, str]]) -> dict[str, list[tuple[str, str, str]]]:
     out: dict[str, list[tuple[str, str, str]]] = {}
     for r in rows:
@@ -147,7 +136,7 @@ def test_sigkill_then_resume_gives_each_file_once(artifact: Path, tmp_path: Path
     clean = tmp_path / "clean.csv"
     done = subprocess.run(_cli(str(artifact), str(clips), "-o", str(clean)), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    expected = _row_sets(_csv_rows(clean))
+    expected = _row_sets(strict_csv_rows(clean))
     assert len(expected) == 160
 
     out = tmp_path / "out.csv"
@@ -159,7 +148,7 @@ def test_sigkill_then_resume_gives_each_file_once(artifact: Path, tmp_path: Path
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             if out.exists():
-                _csv_rows(out)  # readable at every moment, never half a row
+                strict_csv_rows(out)  # readable at every moment, never half a row
                 seen_valid += 1
             lines = journal.read_text().splitlines() if journal.exists() else []
             if sum(1 for line in lines[2:] if '"files": ["' in line) >= 3:
@@ -172,19 +161,21 @@ def test_sigkill_then_resume_gives_each_file_once(artifact: Path, tmp_path: Path
         if proc.poll() is None:
             proc.kill()
     assert seen_valid > 0
-    partial = _row_sets(_csv_rows(out))  # parseable right after the kill
+    partial = _row_sets(strict_csv_rows(out))  # parseable right after the kill
     assert 0 < len(partial) < 160
     assert all(Counter(rows) == Counter(expected[f]) for f, rows in partial.items())
 
     resumed = subprocess.run(_cli(*args), capture_output=True, text=True)  # resume is the default
     assert resumed.returncode == 0, resumed.stderr
     assert "already done" in resumed.stderr
-    final = _csv_rows(out)
+    final = strict_csv_rows(out)
     got = _row_sets(final)
     assert set(got) == set(expected)  # no gaps
     for f, rows in got.items():  # no duplicates: each file's rows once, the same rows as a clean run
         assert Counter(rows) == Counter(expected[f]), f
-    clean_conf = {(r["file"], r["start_s"], r["rank"]): float(r["confidence"]) for r in _csv_rows(clean)}
+    clean_conf = {
+        (r["file"], r["start_s"], r["rank"]): float(r["confidence"]) for r in strict_csv_rows(clean)
+    }
     for r in final:
         assert float(r["confidence"]) == pytest.approx(
             clean_conf[(r["file"], r["start_s"], r["rank"])], abs=2e-6
@@ -227,7 +218,8 @@ def _read_any(out: Path, fmt: str) -> list[tuple[str, float, int, float]]:
     """(file, start_s, rank, confidence) of every row of an output in any format."""
     if fmt == "csv":
         return [
-            (r["file"], float(r["start_s"]), int(r["rank"]), float(r["confidence"])) for r in _csv_rows(out)
+            (r["file"], float(r["start_s"]), int(r["rank"]), float(r["confidence"]))
+            for r in strict_csv_rows(out)
         ]
     if fmt == "json":
         doc = json.loads(out.read_text())
@@ -261,7 +253,7 @@ def test_resume_refuses_other_settings_and_overwrite_starts_over(
         app, ["predict", str(artifact), str(folder), "-o", str(out), "--top-k", "1", "--overwrite"]
     )
     assert res.exit_code == 0, res.output
-    assert {r["rank"] for r in _csv_rows(out)} == {"1"}
+    assert {r["rank"] for r in strict_csv_rows(out)} == {"1"}
     plain = tmp_path / "plain.csv"
     plain.write_text("file\n")
     res = runner.invoke(app, ["predict", str(artifact), str(folder), "-o", str(plain)])
@@ -275,7 +267,7 @@ def test_manifest_of_paths(artifact: Path, folder: Path, tmp_path: Path) -> None
     out = tmp_path / "m.out.csv"
     res = runner.invoke(app, ["predict", str(artifact), str(manifest), "-o", str(out)])
     assert res.exit_code == 0, res.output
-    assert set(_row_sets(_csv_rows(out))) == {str(w) for w in wavs}
+    assert set(_row_sets(strict_csv_rows(out))) == {str(w) for w in wavs}
     with (tmp_path / "m.out.csv.errors.csv").open() as fh:
         assert [Path(r["file"]).name for r in csv.DictReader(fh)] == ["missing.wav"]
 

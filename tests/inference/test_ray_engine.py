@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from support.predictions import strict_csv_rows
 from support.runs import SR, call
 from vocalis.inference.resume import journal_path
 
@@ -278,18 +279,6 @@ def _write_clips(root: Path, n: int, seed: int) -> Path:
     return root
 
 
-def _strict_rows(path: Path) -> list[dict[str, str]]:
-    """Parse a CSV output strictly: the header, and every row with all six fields."""
-    with path.open(newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader)
-        assert header == ["file", "start_s", "end_s", "label", "confidence", "rank"]
-        rows = list(reader)
-    for r in rows:
-        assert len(r) == 6 and float(r[4]) >= 0 and int(r[5]) >= 1, r
-    return [dict(zip(header, r, strict=True)) for r in rows]
-
-
 def _row_sets(rows: list[dict[str, str]]) -> dict[str, Counter[tuple[str, str, str, str]]]:
     out: dict[str, Counter[tuple[str, str, str, str]]] = {}
     for r in rows:
@@ -321,9 +310,9 @@ def test_ray_run_killed_half_way_resumes_each_file_once(
     clean = tmp_path / "local.csv"
     done = _run(_cli(str(artifact), str(clips), "-o", str(clean)))
     assert done.returncode == 0, done.stderr[-3000:]
-    expected = _row_sets(_strict_rows(clean))
+    expected = _row_sets(strict_csv_rows(clean))
     assert len(expected) == n
-    want = {(r["file"], r["start_s"], r["rank"]): float(r["confidence"]) for r in _strict_rows(clean)}
+    want = {(r["file"], r["start_s"], r["rank"]): float(r["confidence"]) for r in strict_csv_rows(clean)}
 
     out = tmp_path / "ray.csv"
     journal = journal_path(out)
@@ -338,7 +327,7 @@ def test_ray_run_killed_half_way_resumes_each_file_once(
         deadline = time.monotonic() + 300
         while driver.poll() is None and time.monotonic() < deadline:
             if out.exists():
-                _strict_rows(out)  # readable at every moment, never half a row
+                strict_csv_rows(out)  # readable at every moment, never half a row
                 seen += 1
             if 0 < _committed_files(journal) < n:
                 break
@@ -353,14 +342,14 @@ def test_ray_run_killed_half_way_resumes_each_file_once(
     # the driver started nothing of its own that outlives it (its Ray workers are the cluster's to end)
     assert not _end_session(driver.pid, grace_s=10)
     assert seen > 0
-    partial = _row_sets(_strict_rows(out))  # parseable right after the kill
+    partial = _row_sets(strict_csv_rows(out))  # parseable right after the kill
     assert 0 < len(partial) < n
     assert all(rows == expected[f] for f, rows in partial.items())  # whole files only
 
     resumed = _run(_cli(*args))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "already done" in _said(resumed.stderr)
-    final = _strict_rows(out)
+    final = strict_csv_rows(out)
     got = _row_sets(final)
     assert set(got) == set(expected)  # no gaps
     for f, rows in got.items():  # no duplicates: each file's rows once, the local engine's rows
