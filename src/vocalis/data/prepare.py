@@ -300,6 +300,19 @@ def _featurize(
 # --- parent side ------------------------------------------------------------------------------------
 
 
+def split_clips(
+    data_cfg: Mapping[str, Any], paths_cfg: Mapping[str, Any], settings: PrepareSettings
+) -> tuple[Path, Source, list[Clip]]:
+    """The cache root, the data source and its clips, fingerprinted (digests kept under the cache root)
+    and split: what every cache of ``cfg.data`` (features, embeddings) starts from."""
+    cache_root = Path(str(paths_cfg.get("cache_dir") or "data/cache")).expanduser().resolve()
+    digests = FileDigests(cache_root / ".digests.json")
+    source = build_source(data_cfg, digests)
+    clips = source.clips()
+    digests.save()
+    return cache_root, source, assign_splits(clips, settings.val, settings.test, settings.split_seed)
+
+
 def prepare_from_config(
     data_cfg: Mapping[str, Any],
     paths_cfg: Mapping[str, Any],
@@ -314,12 +327,7 @@ def prepare_from_config(
     """
     t0 = time.perf_counter()
     settings = PrepareSettings.from_config(data_cfg, seed)
-    cache_root = Path(str(paths_cfg.get("cache_dir") or "data/cache")).expanduser().resolve()
-    digests = FileDigests(cache_root / ".digests.json")
-    source = build_source(data_cfg, digests)
-    clips = source.clips()
-    digests.save()
-    clips = assign_splits(clips, settings.val, settings.test, settings.split_seed)
+    cache_root, source, clips = split_clips(data_cfg, paths_cfg, settings)
     key = cache_key(settings, source, clips)
     log.info("listed, fingerprinted and split %d clips in %.2f s", len(clips), time.perf_counter() - t0)
     out_dir = cache_root / f"{settings.name}-{key[:12]}"

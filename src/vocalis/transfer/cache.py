@@ -36,9 +36,8 @@ from vocalis import audio
 from vocalis.contracts.cache import ClipWindows, WindowCache, staged_cache, write_tables
 from vocalis.contracts.progress import Progress
 from vocalis.contracts.windows import WindowSpec
-from vocalis.data.prepare import PrepareSettings, window_starts
-from vocalis.data.sources import Clip, FileDigests, Source, build_source, labels_of
-from vocalis.data.splits import assign_splits
+from vocalis.data.prepare import PrepareSettings, split_clips, window_starts
+from vocalis.data.sources import Clip, Source, labels_of
 from vocalis.decode_workers import chunks, ordered_map, star
 from vocalis.errors import ConfigError, DatasetError
 from vocalis.transfer.backbones import Backbone, load_backbone
@@ -193,12 +192,7 @@ def embed_from_config(
             f"data.window_s: the backbone {backbone.name} takes {backbone.window_s:g} s windows, "
             f"got {settings.window_s:g} (set data.window_s={backbone.window_s:g})"
         )
-    cache_root = Path(str(paths_cfg.get("cache_dir") or "data/cache")).expanduser().resolve()
-    digests = FileDigests(cache_root / ".digests.json")
-    source = build_source(data_cfg, digests)
-    clips = source.clips()
-    digests.save()
-    clips = assign_splits(clips, settings.val, settings.test, settings.split_seed)
+    cache_root, source, clips = split_clips(data_cfg, paths_cfg, settings)
     description = backbone.describe()
     key = embedding_key(description, settings.window_s, settings.hop_s, source.describe(), clips)
     safe_name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in backbone.name)
