@@ -104,8 +104,8 @@ def test_export_is_one_onnx_graph_matching_backbone_plus_head(
     assert card["architecture"] == f"{src['architecture']}+logistic"
     assert card["parity"]["max_abs_diff"] <= 1e-4 and card["parity"]["windows"] == "cache"
     # parity, measured here again: the one graph vs the source artifact's embedding + the head in numpy
-    windows = parity_windows(head_run["cache"], SR, round(WINDOW_S * SR), 24)
-    assert len(windows) == 24
+    windows, kind = parity_windows(head_run["cache"], SR, round(WINDOW_S * SR), 24)
+    assert len(windows) == 24 and kind == "cache"
     probs, emb = onnx_session(art / "model.onnx", 1).run(
         ["probabilities", "embedding"], {"waveform": windows}
     )

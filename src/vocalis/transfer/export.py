@@ -57,8 +57,12 @@ class TransferExportResult:
     licence: str
 
 
-def parity_windows(cache_dir: Path, sample_rate: int, window_samples: int, n: int) -> np.ndarray:
-    """Up to ``n`` real windows (test split first) of the run's embedding cache, decoded afresh."""
+def parity_windows(
+    cache_dir: Path, sample_rate: int, window_samples: int, n: int = PARITY_WINDOWS
+) -> tuple[np.ndarray, str]:
+    """Up to ``n`` real windows (test split first) of the run's embedding cache, decoded afresh, and
+    ``"cache"``; four windows of noise and ``"synthetic"`` (with a warning) when none of its audio is at
+    hand. The transfer exporters check parity on them."""
     from vocalis.transfer.cache import EmbeddingCache
 
     cache = EmbeddingCache.open(cache_dir)
@@ -76,7 +80,10 @@ def parity_windows(cache_dir: Path, sample_rate: int, window_samples: int, n: in
         out.append(np.pad(w, (0, window_samples - len(w))))
         if len(out) >= n:
             break
-    return np.stack(out).astype(np.float32) if out else np.zeros((0, window_samples), np.float32)
+    if out:
+        return np.stack(out).astype(np.float32), "cache"
+    log.warning("no audio of the run's cache at hand: parity is checked on noise windows")
+    return np.random.default_rng(0).normal(0, 0.1, (4, window_samples)).astype(np.float32), "synthetic"
 
 
 def export_transfer(
@@ -175,14 +182,9 @@ def export_transfer(
         )
         card.save(staging)
         # parity: the artifact as Predictor runs it against the backbone and the head run separately
-        windows = parity_windows(
-            Path(str(info.get("cache_dir"))), backbone.sample_rate, backbone.window_samples, PARITY_WINDOWS
+        windows, source = parity_windows(
+            Path(str(info.get("cache_dir"))), backbone.sample_rate, backbone.window_samples
         )
-        source = "cache"
-        if not len(windows):
-            log.warning("no audio of the run's cache at hand: parity is checked on noise windows")
-            windows = np.random.default_rng(0).normal(0, 0.1, (4, backbone.window_samples)).astype(np.float32)
-            source = "synthetic"
         session = artifact_session(staging, ModelCard.load(staging), threads=1)
         got = session.run(["probabilities"], {"waveform": windows})[0]
         want = head.probabilities(backbone.embed(windows))
