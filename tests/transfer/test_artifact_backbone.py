@@ -214,3 +214,19 @@ def test_an_artifact_without_embedding_output_is_refused(fp32_artifact: Path, tm
     onnx.save(model, str(old / "model.onnx"))
     with pytest.raises(ArtifactError, match="no 'embedding' output"):
         load_backbone(old)
+
+
+def test_parity_falls_back_to_noise_windows_when_the_audio_is_gone(
+    head_run: dict[str, Path], tmp_path: Path
+) -> None:
+    """An embedding cache whose recordings moved away: four noise windows, said to be synthetic."""
+    from vocalis.transfer.export import parity_windows
+
+    cache = tmp_path / "cache"
+    shutil.copytree(head_run["cache"], cache)
+    manifest = pd.read_csv(cache / "manifest.csv")
+    manifest["path"] = [str(tmp_path / "gone" / f"{i}.wav") for i in range(len(manifest))]
+    manifest.to_csv(cache / "manifest.csv", index=False)
+    windows, kind = parity_windows(cache, SR, round(WINDOW_S * SR), 24)
+    assert kind == "synthetic" and windows.shape == (4, round(WINDOW_S * SR))
+    assert float(np.abs(windows).max()) > 0
