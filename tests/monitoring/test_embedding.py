@@ -3,13 +3,13 @@ same session run, stored in the reference and the prediction log as a projection
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from support.artifacts import without_embedding_output
 from support.monitoring import SHIFTS
 
 SR = 16_000
@@ -75,21 +75,12 @@ def test_predictor_returns_the_embedding_from_the_same_run(fp32_artifact: Path) 
 
 
 def test_an_artifact_without_the_output_keeps_working(fp32_artifact: Path, tmp_path: Path) -> None:
-    import onnx
-
     from vocalis.errors import ArtifactError
     from vocalis.inference import Predictor
     from vocalis.monitoring.embedding import EMBEDDING_COLUMNS
     from vocalis.monitoring.reference import traffic_row
 
-    old = tmp_path / "old"
-    shutil.copytree(fp32_artifact, old)
-    model = onnx.load(str(old / "model.onnx"))
-    keep = [o for o in model.graph.output if o.name != "embedding"]
-    del model.graph.output[:]
-    model.graph.output.extend(keep)
-    onnx.save(model, str(old / "model.onnx"))
-
+    old = without_embedding_output(fp32_artifact, tmp_path / "old")
     predictor = Predictor.from_dir(old)
     assert not predictor.has_embedding
     wave = _windows(1)[0]

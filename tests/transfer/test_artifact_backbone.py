@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from support.artifacts import without_embedding_output
 from support.runs import HOP_S, SR, WINDOW_S, write_calls
 
 runner = CliRunner()
@@ -200,18 +201,10 @@ def test_backbone_artifact_without_a_path_is_a_clear_error(tmp_path: Path) -> No
 
 
 def test_an_artifact_without_embedding_output_is_refused(fp32_artifact: Path, tmp_path: Path) -> None:
-    import onnx
-
     from vocalis.errors import ArtifactError
     from vocalis.transfer.backbones import load_backbone
 
-    old = tmp_path / "old"
-    shutil.copytree(fp32_artifact, old)
-    model = onnx.load(str(old / "model.onnx"))
-    keep = [o for o in model.graph.output if o.name != "embedding"]
-    del model.graph.output[:]
-    model.graph.output.extend(keep)
-    onnx.save(model, str(old / "model.onnx"))
+    old = without_embedding_output(fp32_artifact, tmp_path / "old")
     with pytest.raises(ArtifactError, match="no 'embedding' output"):
         load_backbone(old)
 
