@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CONFIG_MODULE",
+    "build_target",
     "compose_config",
     "config_targets",
     "flat_params",
@@ -105,3 +106,15 @@ def flat_params(cfg: DictConfig) -> dict[str, Any]:
         container.pop(key, None)
     walk(container, "")
     return out
+
+
+def build_target(path: str, node: DictConfig, **kwargs: Any) -> Any:
+    """Hydra's ``instantiate(node, **kwargs)``; :class:`ConfigError` names the entry (``path``, e.g.
+    ``logger.mlflow``), its class and why it cannot be built."""
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, **kwargs)
+    except Exception as exc:  # hydra wraps the constructor's error in InstantiationException
+        message = " ".join(str(exc).split())
+        raise ConfigError(f"{path}: cannot build {node.get('_target_')}: {message}") from None

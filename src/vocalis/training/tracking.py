@@ -25,8 +25,7 @@ from typing import Any, Protocol
 
 from omegaconf import DictConfig, OmegaConf
 
-from vocalis.errors import ConfigError
-from vocalis.training.config import config_targets
+from vocalis.training.config import build_target, config_targets
 
 MLFLOW_LOGGER = "lightning.pytorch.loggers.MLFlowLogger"
 CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
@@ -163,22 +162,13 @@ def open_trackers(cfg: DictConfig) -> list[Tracker]:
 
     :class:`ConfigError` names the entry that cannot be built and why.
     """
+    own = {MLFLOW_LOGGER: MlflowTracker, CSV_LOGGER: CsvTracker}  # built from the entry's settings
     trackers: list[Tracker] = []
     for key, node in config_targets(cfg, "logger").items():
-        target = str(node._target_)
-        try:
-            entry = OmegaConf.to_container(node, resolve=True)
-            assert isinstance(entry, dict)
-            kwargs: dict[str, Any] = {str(k): v for k, v in entry.items() if k != "_target_"}
-            if target == MLFLOW_LOGGER:
-                trackers.append(MlflowTracker(**kwargs))
-            elif target == CSV_LOGGER:
-                trackers.append(CsvTracker(**kwargs))
-            else:
-                from hydra.utils import instantiate
-
-                trackers.append(LightningTracker(instantiate(node)))
-        except Exception as exc:  # a bad URI, a missing package, a wrong argument: name the entry
-            message = " ".join(str(exc).split())
-            raise ConfigError(f"logger.{key}: cannot build {target}: {message}") from None
+        cls = own.get(str(node._target_))
+        if cls is not None:
+            target = f"{cls.__module__}.{cls.__qualname__}"
+            trackers.append(build_target(f"logger.{key}", node, _target_=target))
+        else:
+            trackers.append(LightningTracker(build_target(f"logger.{key}", node)))
     return trackers

@@ -27,7 +27,7 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vocalis.errors import ConfigError, DatasetError
-from vocalis.training.config import config_targets, flat_params, resolve_resume
+from vocalis.training.config import build_target, config_targets, flat_params, resolve_resume
 from vocalis.training.rundir import (
     RUN_DIR_ENV,
     RunLog,
@@ -67,14 +67,6 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def _build(path: str, node: DictConfig, **kwargs: Any) -> Any:
-    try:
-        return instantiate(node, **kwargs)
-    except Exception as exc:  # hydra wraps the constructor's error in InstantiationException
-        message = " ".join(str(exc).split())
-        raise ConfigError(f"{path}: cannot build {node.get('_target_')}: {message}") from None
-
-
 def build_loggers(cfg: DictConfig, mlflow_run_id: str | None = None) -> list[Logger]:
     """The Lightning loggers of ``cfg.logger``, built by ``_target_``.
 
@@ -83,7 +75,7 @@ def build_loggers(cfg: DictConfig, mlflow_run_id: str | None = None) -> list[Log
     loggers: list[Logger] = []
     for key, node in config_targets(cfg, "logger").items():
         resume = {"run_id": mlflow_run_id} if mlflow_run_id and "MLFlowLogger" in str(node._target_) else {}
-        loggers.append(_build(f"logger.{key}", node, **resume))
+        loggers.append(build_target(f"logger.{key}", node, **resume))
     return loggers
 
 
@@ -91,7 +83,7 @@ def build_callbacks(cfg: DictConfig, extra: list[Callback] | None = None) -> lis
     """The Lightning callbacks of ``cfg.callbacks`` (best/last checkpoints, early stopping, progress bar)
     built by ``_target_``, then ``extra``."""
     nodes = config_targets(cfg, "callbacks", strict=False)
-    callbacks = [_build(f"callbacks.{key}", node) for key, node in nodes.items()]
+    callbacks = [build_target(f"callbacks.{key}", node) for key, node in nodes.items()]
     return callbacks + list(extra or [])
 
 
@@ -122,7 +114,7 @@ def build_module(cfg: DictConfig, cache: Any, datamodule: Any) -> Any:
     shape = {"n_classes": len(cache.classes), "n_mels": datamodule.n_mels, "n_frames": datamodule.n_frames}
     model_kwargs = {str(k): v for k, v in (_plain(cfg.model) or {}).items() if not str(k).startswith("_")}
     return VocalisClassifier(
-        net=_build("model", cfg.model, **shape),
+        net=build_target("model", cfg.model, **shape),
         model_name=model_name(str(cfg.model._target_)),
         model_kwargs=model_kwargs,
         classes=list(cache.classes),
@@ -267,7 +259,7 @@ def _fit(
         for lg in loggers:
             lg.log_hyperparams(flat_params(cfg))
 
-    profiler = _build("profiler", cfg.profiler) if cfg.get("profiler") else None
+    profiler = build_target("profiler", cfg.profiler) if cfg.get("profiler") else None
     trainer = L.Trainer(
         **trainer_kw,
         default_root_dir=str(run_dir),
