@@ -11,10 +11,11 @@ which takes the results in task order. :func:`ordered_map` is that pipeline, onc
 - ``vocalis data embed`` (:mod:`vocalis.transfer.cache`) maps its decode-and-embed chunks.
 
 Results come back in task order whatever order the workers finish in (deterministic outputs), and memory is
-bounded by the tasks in flight. Each worker runs one BLAS/OpenMP thread (:func:`one_thread`): the processes
-already fill the cores, and a multi-threaded matrix product in each of them spins on the cores the others
-need. The module imports numpy, the standard library and threadpoolctl only: a worker started by
-``spawn`` imports no more than its task needs.
+bounded by the tasks in flight. Each worker starts with :func:`worker_start`: one BLAS/OpenMP thread (the
+processes already fill the cores, and a multi-threaded matrix product in each of them spins on the cores
+the others need) and an allocator that keeps freed memory (:func:`keep_freed_memory`). The module imports
+the standard library and threadpoolctl only: a worker started by ``spawn`` imports no more than its task
+needs.
 """
 
 from __future__ import annotations
@@ -43,16 +44,55 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def one_thread() -> None:
-    """Worker start-up: one BLAS/OpenMP thread in this process (and in torch, when it is loaded)."""
+#: glibc ``mallopt`` parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+#: allocations up to this size come from the heap and are reused after they are freed
+MMAP_THRESHOLD = 32 << 20
+#: freed heap memory kept for reuse before any is given back to the system
+TRIM_THRESHOLD = 128 << 20
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's allocator keep freed memory in this process for the next allocation; False where the C
+    library is not glibc (nothing changes there).
+
+    A worker allocates the same few arrays of 0.1-2 MB for every clip (frames, spectra, waveforms). glibc
+    serves an allocation that large with a fresh ``mmap`` and unmaps it on ``free`` (or trims the heap
+    back), so each clip pays page faults to zero new pages again: measured, 0.5-1 ms of a short clip's
+    2.4-3.7 ms of featurizing here (``docs/benchmarks.md``). With fixed thresholds (32 MiB; 128 MiB kept)
+    freed blocks are reused; the cost is up to that much idle heap per worker.
+    """
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+        return bool(ok and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
+    except (OSError, AttributeError):  # pragma: no cover - a C library without mallopt
+        return False
+
+
+def worker_start() -> None:
+    """Worker start-up: one BLAS/OpenMP thread in this process (and in torch, when it is loaded), and an
+    allocator that keeps freed memory (:func:`keep_freed_memory`)."""
     import sys
 
     from threadpoolctl import threadpool_limits
 
+    # a spawned worker has loaded no BLAS yet (threadpool_limits limits only loaded ones): the variables
+    # are what OpenBLAS, MKL and OpenMP read when the task's imports load them
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
     threadpool_limits(1)
     torch = sys.modules.get("torch")  # only when the parent had it: never imported for this
     if torch is not None:
         torch.set_num_threads(1)
+    keep_freed_memory()
 
 
 def start_method(preferred: StartMethod) -> StartMethod:
@@ -67,7 +107,7 @@ def ordered_map(
     workers: int,
     ahead: int | None = None,
     method: StartMethod = "spawn",
-    initializer: Callable[[], None] | None = one_thread,
+    initializer: Callable[[], None] | None = worker_start,
 ) -> Iterator[R]:
     """``fn(task)`` for each task, in task order, computed by ``workers`` processes at most ``ahead`` tasks
     ahead of the consumer (default ``2 * workers + 2``).
