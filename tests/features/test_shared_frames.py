@@ -51,6 +51,8 @@ def test_clip_windows_equal_logmel_on_each_window(
             shared = clip_windows(net, xp, starts, w, n)
         assert shared.shape == ref.shape == (len(starts), params.n_mels, params.n_frames(w))
         assert float((shared - ref).abs().max()) < TOL_DB
+        # the clip unpadded (what preparation passes): samples past its end count as zeros
+        assert torch.equal(clip_windows(net, x, starts, w, n), shared)
         if len(starts) > 2:  # a later run of windows (the pipeline cuts long clips into batches)
             with torch.no_grad():
                 part = clip_windows(net, xp, starts[2:], w, n)

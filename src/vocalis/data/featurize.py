@@ -17,17 +17,23 @@ float32 rounding: the tests bound the difference at 1e-3 dB, far below the cache
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vocalis.contracts.features import FeatureParams
 from vocalis.mel import mel_filterbank
 
-try:  # scipy's pocketfft runs float32 frames 5-8x faster than numpy's FFT here (measured, one thread)
-    from scipy import fft as _fft
-except ImportError:  # pragma: no cover - scipy comes with the train extra (scikit-learn, librosa)
-    from numpy import fft as _fft  # type: ignore[no-redef]
+
+def _rfft_of_choice() -> Any:
+    """scipy's ``rfft`` where installed, else numpy's; imported when the first featurizer is built, so that
+    a run that finds its cache current never imports ``scipy.fft`` (0.3-0.4 s)."""
+    try:  # scipy's pocketfft runs float32 frames 5-8x faster than numpy's FFT here (measured, one thread)
+        from scipy import fft
+    except ImportError:  # pragma: no cover - scipy comes with the train extra (scikit-learn, librosa)
+        from numpy import fft  # type: ignore[no-redef]
+    return fft.rfft
+
 
 if TYPE_CHECKING:  # the torch wrapper below is for callers that hold a LogMel
     import torch
@@ -62,10 +68,12 @@ class ClipFeaturizer:
         # periodic Hann, computed in float64 then rounded, as LogMel's buffer
         n = np.arange(p.n_fft)
         self.window = (0.5 - 0.5 * np.cos(2 * math.pi * n / p.n_fft)).astype(np.float32)
+        self._rfft = _rfft_of_choice()
+        self._edge_cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def _mel_power(self, frames: np.ndarray) -> np.ndarray:
         """Mel power ``[frames, n_mels]`` of ``[frames, n_fft]`` raw frames (windowed here)."""
-        spec = _fft.rfft(frames * self.window, axis=-1, overwrite_x=True)
+        spec = self._rfft(frames * self.window, axis=-1, overwrite_x=True)
         # squares in place on the interleaved (re, im) floats, then re^2 + im^2 of the used bins
         v = spec.view(np.float32)
         np.multiply(v, v, out=v)
@@ -78,6 +86,25 @@ class ClipFeaturizer:
         # time); the two agree to 4e-6 dB
         return _DB_PER_NEPER * np.log(np.maximum(mel, np.float32(self.params.amin)))
 
+    def _edges(self, window_samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For windows of ``window_samples``: the frames whose span ``[hop*j - half, hop*j + half)`` leaves
+        the window (they see its zero padding), ``[e, n_fft]`` 0/1 masks of their samples inside it, and
+        each frame's number among them (-1 for the others). Computed once per window length."""
+        hit = self._edge_cache.get(window_samples)
+        if hit is None:
+            p = self.params
+            hop, half, w = p.hop_length, p.n_fft // 2, window_samples
+            n_frames = p.n_frames(w)
+            edge = np.array(
+                [j for j in range(n_frames) if hop * j - half < 0 or hop * j + half > w], np.int64
+            )
+            local = (edge * hop - half)[:, None] + np.arange(p.n_fft)  # [e, n_fft] window-relative
+            inside = ((local >= 0) & (local < w)).astype(np.float32)
+            edge_no = np.full(n_frames, -1, np.int64)
+            edge_no[edge] = np.arange(len(edge))
+            hit = self._edge_cache[window_samples] = (edge, inside, edge_no)
+        return hit
+
     def windows(
         self, x: np.ndarray, starts: np.ndarray, window_samples: int, num_samples: int | None = None
     ) -> np.ndarray:
@@ -85,8 +112,8 @@ class ClipFeaturizer:
         ``starts``: each window's as ``LogMel`` computes it on that window alone (zero-padded at the end).
 
         ``starts`` must be evenly spaced multiples of the featurizer hop (see :func:`shares_frames`) when
-        there are several, ``x`` must extend to ``starts[-1] + window_samples``, and ``x[num_samples:]``
-        must be zeros.
+        there are several. Samples past the end of ``x`` count as zeros (no padded copy is needed), and so
+        must ``x[num_samples:]`` be.
         """
         p = self.params
         hop, n_fft, half = p.hop_length, p.n_fft, p.n_fft // 2
@@ -98,35 +125,29 @@ class ClipFeaturizer:
         seg_len = min(end, real_end + half) - s0
         # the clip's own centred STFT over [s0, s0 + seg_len): frames past it hold only zeros
         padded = np.zeros(seg_len + 2 * half, np.float32)
-        padded[half : half + seg_len] = x[s0 : s0 + seg_len]
+        seg = x[s0 : s0 + seg_len]
+        padded[half : half + len(seg)] = seg
         n_stft = 1 + seg_len // hop
         frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_stft]
         total = (end - s0) // hop + 1
         m = min(n_stft, total)
         mel = np.zeros((total, p.n_mels), np.float32)
         mel[:m] = self._mel_power(frames[:m])
-        # frames whose span [hop*j - half, hop*j + half) leaves the window see its zero padding
-        edge = np.array([j for j in range(n_frames) if hop * j - half < 0 or hop * j + half > w], np.int64)
+        edge, inside, edge_no = self._edges(w)
         step = (int(starts[1]) - s0) // hop if n > 1 else 1
         if len(edge):
-            # every window's edge frames from its own samples, zero outside the window
-            local = (edge * hop - half)[:, None] + np.arange(n_fft)  # [e, n_fft] window-relative
-            inside = (local >= 0) & (local < w)
-            rel = (starts - s0)[:, None, None] + np.where(inside, local, 0)[None]  # [n, e, n_fft]
-            src = np.zeros(seg_len + 1, np.float32)  # samples past seg_len are zeros: index seg_len
-            src[:seg_len] = padded[half : half + seg_len]
-            idx = np.where(inside[None] & (rel < seg_len), rel, seg_len)
-            edge_mel = self._mel_power(src[idx].reshape(-1, n_fft))  # [n * e, mels]
+            # window k's edge frame j is the clip's frame k*step + j with the samples outside the window
+            # zeroed (frames past n_stft hold only zeros)
+            ci = np.arange(n)[:, None] * step + edge[None, :]  # [n, e]
+            rows = frames[np.minimum(ci, n_stft - 1)] * (inside * (ci < n_stft)[:, :, None])
+            edge_mel = self._mel_power(rows.reshape(-1, n_fft))  # [n * e, mels]
             mel = np.concatenate([mel, edge_mel])
         db = self._db(mel)  # each shared frame's log once
         # frame j of window k: the clip's frame k*step + j, or its own edge frame
         col = np.arange(n)[:, None] * step + np.arange(n_frames)[None, :]  # [n, F]
         if len(edge):
-            edge_no = np.full(n_frames, -1, np.int64)
-            edge_no[edge] = np.arange(len(edge))
-            is_edge = edge_no >= 0
             own = total + np.arange(n)[:, None] * len(edge) + edge_no[None, :]
-            col = np.where(is_edge[None, :], own, col)
+            col = np.where(edge_no[None, :] >= 0, own, col)
         out = db[col].transpose(0, 2, 1)  # [n, mels, F]
         peak = out.max(axis=(1, 2), keepdims=True)  # ref = each window's maximum: 0 dB
         return np.maximum(out - peak, np.float32(-p.top_db))

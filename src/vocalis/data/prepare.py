@@ -46,7 +46,7 @@ from vocalis.contracts.windows import WindowSpec, require_featurizable
 from vocalis.data.featurize import ClipFeaturizer, shares_frames
 from vocalis.data.sources import Clip, FileDigests, Source, build_source, labels_of
 from vocalis.data.splits import assign_splits
-from vocalis.decode_workers import chunks, cpu_count, ordered_map, star
+from vocalis.decode_workers import chunks, cpu_count, keep_freed_memory, ordered_map, star
 from vocalis.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
@@ -284,10 +284,10 @@ def _featurize(
         except Exception as exc:  # one bad file never stops a run
             out.append((job.clip_index, f"{type(exc).__name__}: {exc}"))
             continue
-        # header frame counts (MP3 especially) can be off by a few samples: fix the length that the
-        # window count was computed from, and zero-pad the last window
-        need = max(job.num_samples, int(job.starts[-1]) + w)
-        x = np.pad(x[: job.num_samples], (0, need - min(len(x), job.num_samples)))
+        # header frame counts (MP3 especially) can be off by a few samples: keep the length that the
+        # window count was computed from (the featurizer reads samples past the end, and the last
+        # window's padding, as zeros)
+        x = x[: job.num_samples]
         step = batch_size if share else 1
         for b in range(0, len(job.starts), step):
             feats = net.windows(x, job.starts[b : b + step], w, job.num_samples)
@@ -366,6 +366,9 @@ def _build(
     if workers == 1:
         workers = 0  # one worker: run in this process, no process start-up
     pool_args: dict[str, Any] = {"workers": workers, "ahead": 2 * max(1, workers), "method": "fork"}
+    _get_featurizer(fp)  # built (scipy.fft imported) once here, inherited by the forked workers
+    if workers == 0:
+        keep_freed_memory()  # what a worker does at its start (decode_workers.worker_start)
     # built in a temporary folder renamed into place when complete (contracts.cache.staged_cache)
     with staged_cache(out_dir, key, FeatureCache, force=force) as tmp:
         with threadpool_limits(1):  # the inline case's BLAS; workers set their own
