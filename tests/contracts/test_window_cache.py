@@ -61,7 +61,13 @@ def test_written_tables_read_back_through_the_one_reader(tmp_path: Path) -> None
     assert cache.meta["n_windows"] == 3 and cache.meta["n_clips"] == 2 and cache.meta["n_skipped"] == 1
     assert cache.meta["splits"] == {"train": {"clips": 1, "windows": 2}, "test": {"clips": 1, "windows": 1}}
     assert cache.skipped.values.tolist() == [["calls/b/broken.wav", "not audio"]]
-    assert cache.counts().to_dict() == {"train": {"a": 2, "b": 0}, "test": {"a": 0, "b": 1}}
+    assert cache.counts() == {"train": {"a": 2, "b": 0}, "test": {"a": 0, "b": 1}}
+    assert cache.skip_reasons() == {"not audio": 1}
+    # like failures count together: the decoder's parenthesised detail is left out
+    (out / "skipped.csv").write_text(
+        "file,reason\nx.wav,decoding failed (bad header)\ny.wav,decoding failed (EOF)\nz.wav,not audio\n"
+    )
+    assert cache.skip_reasons() == {"decoding failed": 2, "not audio": 1}
     assert cache.features.shape == (3, 4)
     assert FeatureCache.is_current(out, "k1") and not FeatureCache.is_current(out, "k2")
 

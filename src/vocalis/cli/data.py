@@ -7,12 +7,11 @@ inside the command bodies so that ``vocalis --help`` stays fast.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from vocalis.cli.caches import print_cache
 from vocalis.cli.progress import stage_progress
 
 #: progress and messages go to stderr; the summary of what a command made (its result) to stdout
@@ -84,37 +83,7 @@ def prepare(
             force=force,
             progress=progress,
         )
-    print_summary(cache)
-
-
-def print_summary(cache: Any) -> None:
-    """Render a prepared cache: counts per class and split, skipped files, where, hash, time."""
-    meta = cache.meta
-    if not cache.built:
-        out_console.print("[green]cache is current[/] (nothing to do)")
-    counts = cache.counts()
-    table = Table(title=f"windows per class and split ({meta['n_clips']} clips, {meta['n_windows']} windows)")
-    table.add_column("class")
-    for split in counts.columns:
-        table.add_column(str(split), justify="right")
-    table.add_column("total", justify="right")
-    for label, row in counts.iterrows():
-        table.add_row(str(label), *[str(int(v)) for v in row.tolist()], str(int(row.sum())))
-    table.add_row(
-        "[bold]all", *[f"[bold]{int(v)}" for v in counts.sum().tolist()], f"[bold]{int(counts.values.sum())}"
-    )
-    out_console.print(table)
-    n_skipped = int(meta["n_skipped"])
-    if n_skipped:
-        out_console.print(f"[yellow]skipped {n_skipped} file(s)[/] (listed in {cache.dir / 'skipped.csv'}):")
-        reasons = cache.skipped["reason"].str.replace(r"\(.*\)$", "", regex=True).value_counts()
-        for reason, n in reasons.head(10).items():
-            out_console.print(f"  {n:5d}  {reason}", highlight=False)
-    else:
-        out_console.print("skipped 0 files")
-    out_console.print(f"cache  {cache.dir}")
-    out_console.print(f"hash   {cache.hash}")
-    out_console.print(f"time   {cache.seconds:.1f} s ({'built' if cache.built else 'reused'})")
+    print_cache(out_console, cache, kind="cache")
 
 
 @data_app.command("longfile")

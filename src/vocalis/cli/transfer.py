@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vocalis.cli.caches import print_cache
 from vocalis.cli.progress import stage_progress
 
 console = Console(stderr=True)
@@ -22,28 +23,9 @@ out_console = Console()
 
 
 def _print_cache(cache: Any) -> None:
-    meta = cache.meta
-    if not cache.built:
-        out_console.print("[green]embedding cache is current[/] (nothing to do)")
-    counts = cache.counts()
-    table = Table(title=f"windows per class and split ({meta['n_clips']} clips, {meta['n_windows']} windows)")
-    table.add_column("class")
-    for split in counts.columns:
-        table.add_column(str(split), justify="right")
-    for label, row in counts.iterrows():
-        table.add_row(str(label), *[str(int(v)) for v in row.tolist()])
-    out_console.print(table)
-    n_skipped = int(meta["n_skipped"])
-    if n_skipped:
-        out_console.print(f"[yellow]skipped {n_skipped} file(s)[/] (listed in {cache.dir / 'skipped.csv'}):")
-        for reason, n in cache.skipped["reason"].value_counts().head(10).items():
-            out_console.print(f"  {n:5d}  {reason}", highlight=False)
-    else:
-        out_console.print("skipped 0 files")
     bb = cache.backbone
-    out_console.print(f"backbone {bb['name']} ({bb['embedding_dim']}-d, {bb['sample_rate']} Hz)")
-    out_console.print(f"cache  {cache.dir}")
-    out_console.print(f"time   {cache.seconds:.1f} s ({'built' if cache.built else 'reused'})")
+    details = [f"backbone {bb['name']} ({bb['embedding_dim']}-d, {bb['sample_rate']} Hz)"]
+    print_cache(out_console, cache, kind="embedding cache", details=details)
 
 
 def data_embed(

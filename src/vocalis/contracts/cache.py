@@ -25,8 +25,10 @@ import csv
 import json
 import logging
 import os
+import re
 import shutil
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -167,13 +169,24 @@ class WindowCache:
         """Window indices of one split."""
         return np.flatnonzero(self.manifest["split"].to_numpy() == split)
 
-    def counts(self) -> pd.DataFrame:
-        """Windows per class (rows) and split (columns)."""
-        import pandas as pd
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Windows per split (the splits present, in :data:`SPLITS` order) and class (every class, zeros
+        included): ``{split: {label: n}}``. Read with the csv module: a summary needs no pandas import."""
+        tally: Counter[tuple[str, str]] = Counter()
+        with (self.dir / "manifest.csv").open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                tally[row["split"], row["label"]] += 1
+        present = {split for split, _ in tally}
+        return {s: {c: tally[s, c] for c in self.classes} for s in SPLITS if s in present}
 
-        m = self.manifest
-        table = pd.crosstab(m["label"], m["split"]).reindex(index=self.classes, fill_value=0)
-        return table.reindex(columns=[s for s in SPLITS if s in table.columns])
+    def skip_reasons(self) -> Counter[str]:
+        """How many files were skipped for each reason, a reason's trailing parenthesised detail (the
+        decoder's own message) left out so that like failures count together."""
+        path = self.dir / "skipped.csv"
+        if not path.is_file():
+            return Counter()
+        with path.open(newline="") as fh:
+            return Counter(re.sub(r"\s*\(.*\)$", "", row["reason"]) for row in csv.DictReader(fh))
 
 
 @dataclass
