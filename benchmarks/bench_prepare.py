@@ -23,6 +23,7 @@ per clip (the target: >= 1.8x with 2 workers on 2 idle cores); CPU seconds (user
 its workers) give the same comparison per core, steadier on a shared machine.
 
     uv run python benchmarks/bench_prepare.py [--clips 900 | --clips 3000 | --per-class 40] [--workers N]
+                                              [--repeats N]
 """
 
 from __future__ import annotations
@@ -167,6 +168,13 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=None, help="about this many clips (overrides --per-class)")
     ap.add_argument("--set-dir", type=Path, default=None, help="generate the set here and keep it (reused)")
     ap.add_argument("--workers", type=int, default=None, help="vocalis prepare workers (default: all cores)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds of the four rows, one after the other; the table shows each row's median round and "
+        "the headline the median of the rounds' ratios (this VM's speed drifts by 10-30 %% within minutes)",
+    )
     ap.add_argument("--child", choices=["baseline", "vocalis", "cli"], help=argparse.SUPPRESS)
     ap.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
@@ -188,14 +196,31 @@ def main() -> None:
         where = args.set_dir or Path(tmp) / "set"
         root = generate(where, SynthSpec(classes=8, per_class=per_class, seed=123))
         load = os.getloadavg()[0]
-        base = _child("baseline", root, Path(tmp) / "unused", None)
-        base1 = _child("baseline", root, Path(tmp) / "unused", None, threads=1)
-        ours = _child("vocalis", root, Path(tmp) / "cache", args.workers)
-        cli = _child("cli", root, Path(tmp) / "cli-cache", args.workers)
+        rounds = []
+        for i in range(max(1, args.repeats)):
+            rounds.append(
+                {
+                    "base": _child("baseline", root, Path(tmp) / "unused", None),
+                    "base1": _child("baseline", root, Path(tmp) / "unused", None, threads=1),
+                    "ours": _child("vocalis", root, Path(tmp) / f"cache-{i}", args.workers),
+                    "cli": _child("cli", root, Path(tmp) / f"cli-cache-{i}", args.workers),
+                }
+            )
         load_after = os.getloadavg()[0]
+
+    def per_clip_ratio(b: dict[str, float], o: dict[str, float], key: str = "seconds") -> float:
+        return b[key] / o[key] * o["clips"] / b["clips"]
+
+    def median_round(key: str) -> dict[str, float]:
+        ordered = sorted((rd[key] for rd in rounds), key=lambda x: x["seconds"])
+        return ordered[(len(ordered) - 1) // 2]
+
+    base, base1, ours, cli = (median_round(k) for k in ("base", "base1", "ours", "cli"))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"data preparation: {base['clips']} clips (1-5 s, 16-48 kHz, WAV/FLAC), {cores} CPU cores")
     print(f"load average before: {load:.1f}, after: {load_after:.1f} (other processes share these cores)")
+    if len(rounds) > 1:
+        print(f"{len(rounds)} rounds; each row's median round (by wall time)")
     cols = ("wall s", 7), ("clips/s", 8), ("CPU s", 7), ("CPU ms/clip", 12), ("peak RSS MiB", 13)
     print(f"{'':30s} " + " ".join(f"{name:>{width}s}" for name, width in cols))
     rows = (
@@ -211,14 +236,24 @@ def main() -> None:
         )
     for who, o in (("in process", ours), ("CLI, start included", cli)):
         for name, b in (("reference", base), ("reference, 1 BLAS thread", base1)):
-            ratio = b["seconds"] / o["seconds"] * o["clips"] / b["clips"]
-            cpu_ratio = b["cpu_s"] / o["cpu_s"] * o["clips"] / b["clips"]
+            ratio, cpu_ratio = per_clip_ratio(b, o), per_clip_ratio(b, o, "cpu_s")
             print(f"vocalis ({who}) / {name}: {ratio:.2f}x wall clock, {cpu_ratio:.2f}x per CPU second")
-    best = min(base, base1, key=lambda r: r["seconds"])
-    headline = best["seconds"] / cli["seconds"] * cli["clips"] / best["clips"]
+    # each round's headline: its CLI row against the faster of its own two loops
+    heads = sorted(
+        per_clip_ratio(min(rd["base"], rd["base1"], key=lambda x: x["seconds"]), rd["cli"]) for rd in rounds
+    )
+    if len(rounds) > 1:
+        print("rounds' headline ratios: " + ", ".join(f"{h:.2f}x" for h in heads))
+    median = (
+        heads[len(heads) // 2]
+        if len(heads) % 2
+        else sum(heads[len(heads) // 2 - 1 : len(heads) // 2 + 1]) / 2
+    )
     print(
         f"HEADLINE vocalis data prepare (CLI, start included, {args.workers or cores} workers) / the faster "
-        f"librosa loop: {headline:.2f}x wall clock (target >= 1.8x on 2 idle cores)"
+        f"librosa loop: {median:.2f}x wall clock"
+        + (f" (median of {len(heads)} rounds, {heads[0]:.2f}-{heads[-1]:.2f}x)" if len(heads) > 1 else "")
+        + " (target >= 1.8x on 2 idle cores)"
     )
     print(f"({ours.get('windows', 0):.0f} overlapping 3 s windows cached by vocalis)")
 
