@@ -240,23 +240,15 @@ def test_ordered_map_keeps_task_order_and_raises_a_task_error_in_turn(workers: i
     assert seen == [i * i for i in range(7)]  # everything before the failing task came out, in order
 
 
-def _worker_state(_: int) -> tuple[int, bool]:
-    from threadpoolctl import threadpool_info
-
-    from vocalis.decode_workers import keep_freed_memory
-
-    blas = [p["num_threads"] for p in threadpool_info()]
-    return max(blas, default=1), keep_freed_memory()
-
-
 def test_workers_run_one_blas_thread_and_keep_freed_memory() -> None:
     """Each worker starts with one BLAS thread and glibc's allocator keeping freed blocks (the thresholds
     are values mallopt accepts: it refuses, and keep_freed_memory says False, past glibc's limits)."""
     import platform
 
+    from support.workers import worker_state
     from vocalis.decode_workers import ordered_map
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("the allocator setting is glibc's")
-    got = list(ordered_map(_worker_state, range(2), workers=2, method="spawn"))
+    got = list(ordered_map(worker_state, range(2), workers=2, method="spawn"))
     assert got == [(1, True), (1, True)]

@@ -127,22 +127,33 @@ def test_bento_classify_batches_concurrent_requests(
             f"{bento_url}/classify", files=[("audio_files", ("a.wav", wav_bytes, "audio/wav"))], timeout=60
         )
 
-    with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(one, range(16)))
-    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
-    for r in responses:
-        (item,) = r.json()
-        assert item["label"] == expected and item["windows"] == 3
-    # adaptive batching merged concurrent requests: fewer batches than requests
     from prometheus_client.parser import text_string_to_metric_families
 
-    batches = sum(
-        s.value
-        for family in text_string_to_metric_families(httpx.get(f"{bento_url}/metrics").text)
-        for s in family.samples
-        if s.name == "bentoml_service_adaptive_batch_size_count" and s.labels.get("method_name") == "classify"
-    )
-    assert 1 <= batches < len(responses)
+    def batches() -> float:
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(httpx.get(f"{bento_url}/metrics").text)
+            for s in family.samples
+            if s.name == "bentoml_service_adaptive_batch_size_count"
+            and s.labels.get("method_name") == "classify"
+        )
+
+    # adaptive batching merges concurrent requests: fewer batches than requests. The dispatcher may still
+    # run a whole burst one request at a time (it did once, in a CI run on a freshly started machine), so
+    # up to three bursts of 16 are sent
+    sent, before = 0, batches()
+    for _ in range(3):
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(one, range(16)))
+        sent += len(responses)
+        failed = [r.text for r in responses if r.status_code != 200]
+        assert not failed, failed
+        for r in responses:
+            (item,) = r.json()
+            assert item["label"] == expected and item["windows"] == 3
+        if batches() - before < sent:
+            break
+    assert 1 <= batches() - before < sent
     mixed = httpx.post(
         f"{bento_url}/classify",
         files=[
