@@ -26,7 +26,6 @@ try:  # typer >= 0.20 vendors click and raises its own copies of click's excepti
     from typer._click import exceptions as click_exc
 except ImportError:  # pragma: no cover - an older typer on the real click
     from click import exceptions as click_exc  # type: ignore[no-redef]
-from vocalis import __version__
 from vocalis.cli import artifact, data, monitor, registry, serve, train, transfer
 from vocalis.errors import VocalisError
 
@@ -50,6 +49,8 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
+        from vocalis import __version__
+
         typer.echo(f"vocalis {__version__}")
         raise typer.Exit()
 
