@@ -162,3 +162,32 @@ def test_wmms_missing_local_dir_is_a_dataset_error(tmp_path: Path) -> None:
 def test_folder_tree_helper_sanity(tmp_path: Path) -> None:
     root = write_tree(tmp_path / "t", classes=2, per_class=2, bad=False)
     assert len(list(root.rglob("*.wav"))) + len(list(root.rglob("*.flac"))) == 4
+
+
+def test_digests_of_many_files_in_threads_then_from_the_memo(tmp_path: Path) -> None:
+    """A first pass hashes in threads (>= 64 files) and gives what hashing one file at a time gives; the
+    memo then answers while size and mtime are unchanged, and a changed file is hashed again."""
+    import hashlib
+    import os
+
+    from vocalis.data.sources import FileDigests
+
+    files = []
+    for i in range(70):
+        f = tmp_path / "set" / f"{i}.bin"
+        f.parent.mkdir(exist_ok=True)
+        f.write_bytes(os.urandom(1000 + i))
+        files.append(f)
+    memo = FileDigests(tmp_path / "memo.json")
+    got = memo.digest_many([*files, tmp_path / "gone.bin"])
+    assert got[:-1] == [hashlib.sha256(f.read_bytes()).hexdigest()[:32] for f in files]
+    assert got[-1] == "missing" and len(set(got)) == 71
+    memo.save()
+    again = FileDigests(tmp_path / "memo.json")
+    st = files[3].stat()
+    files[3].write_bytes(b"x" * st.st_size)  # same size, same mtime restored: the memo is trusted
+    os.utime(files[3], ns=(st.st_atime_ns, st.st_mtime_ns))
+    files[5].write_bytes(b"changed")  # another size: hashed again
+    later = again.digest_many(files)
+    assert later[3] == got[3] and later[5] == hashlib.sha256(b"changed").hexdigest()[:32]
+    assert later[:3] == got[:3] and later[6:] == got[6:70]

@@ -86,40 +86,54 @@ class FileDigests:
             except (OSError, ValueError):
                 self._memo = {}
 
-    def digest(self, path: Path) -> str:
-        """:func:`content_hasher`'s digest of the file's bytes, or ``"missing"`` / ``"unreadable"`` (reported
-        later)."""
+    def _memoised(self, path: Path) -> str | None:
+        """The memoised digest while the file's size and mtime are unchanged, ``"missing"``, or None."""
         try:
             st = path.stat()
         except OSError:
             return "missing"
-        key = str(path)
-        hit = self._memo.get(key)
+        hit = self._memo.get(str(path))
         if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
             return str(hit[2])
-        h = content_hasher()
+        return None
+
+    def digest(self, path: Path) -> str:
+        """:func:`content_hasher`'s digest of the file's bytes, or ``"missing"`` / ``"unreadable"`` (reported
+        later)."""
+        known = self._memoised(path)
+        if known is not None:
+            return known
         try:
+            st = path.stat()
+            h = content_hasher()
             with path.open("rb") as fh:
                 while chunk := fh.read(1 << 20):
                     h.update(chunk)
         except OSError:
             return "unreadable"
         d = h.hexdigest()[:32]
-        self._memo[key] = [st.st_size, st.st_mtime_ns, d]
+        self._memo[str(path)] = [st.st_size, st.st_mtime_ns, d]
         self._dirty = True
         return d
 
     def digest_many(self, paths: Sequence[Path]) -> list[str]:
-        """:meth:`digest` of each path, in threads: hashing and reading release the GIL, so a first run
-        over a large folder hashes on every core."""
-        if len(paths) < 64:
-            return [self.digest(p) for p in paths]
-        from concurrent.futures import ThreadPoolExecutor
+        """:meth:`digest` of each path: memoised ones here, the others in threads (hashing and reading
+        release the GIL, so a first run over a large folder hashes on every core)."""
+        out = [self._memoised(p) for p in paths]
+        todo = [i for i, d in enumerate(out) if d is None]
+        if len(todo) < 64:
+            for i in todo:
+                out[i] = self.digest(paths[i])
+        else:
+            from concurrent.futures import ThreadPoolExecutor
 
-        from vocalis.decode_workers import cpu_count
+            from vocalis.decode_workers import cpu_count
 
-        with ThreadPoolExecutor(min(8, cpu_count())) as pool:
-            return list(pool.map(self.digest, paths, chunksize=16))
+            with ThreadPoolExecutor(min(8, cpu_count())) as pool:
+                hashed = pool.map(self.digest, [paths[i] for i in todo], chunksize=16)
+                for i, d in zip(todo, hashed, strict=True):
+                    out[i] = d
+        return [str(d) for d in out]
 
     def save(self) -> None:
         """Write the memo back (atomically) if it changed."""
@@ -147,17 +161,18 @@ class FolderSource(Source):
 
     def clips(self) -> list[Clip]:
         """Every audio file under a first-level sub-folder; the sub-folder's name is the label."""
-        files = []
+        found: list[tuple[Path, str]] = []
         for p in find_audio_files(self.root):
-            if len(p.relative_to(self.root).parts) < 2:
+            rid = p.relative_to(self.root).as_posix()
+            if "/" not in rid:
                 log.warning("%s: not inside a class folder, ignored", p)
                 continue
-            files.append(p)
-        out = []
-        for p, digest in zip(files, self.digests.digest_many(files), strict=True):
-            rel = p.relative_to(self.root)
-            rid = rel.as_posix()
-            out.append(Clip(rid, str(p), rel.parts[0], None, rid, digest))
+            found.append((p, rid))
+        digests = self.digests.digest_many([p for p, _ in found])
+        out = [
+            Clip(rid, str(p), rid.split("/", 1)[0], None, rid, digest)
+            for (p, rid), digest in zip(found, digests, strict=True)
+        ]
         if not out:
             raise DatasetError(f"{self.root}: no audio files in class sub-folders")
         return out
