@@ -195,7 +195,9 @@ def cut_windows(d: Decoded, spec: WindowSpec) -> np.ndarray:
 
 
 def cut(wave: np.ndarray, offset: int, first_window: int, n_windows: int, spec: WindowSpec) -> np.ndarray:
-    """Windows ``first_window ..`` of a recording from ``wave`` (its samples from ``offset`` on)."""
+    """Windows ``first_window ..`` of a recording from ``wave`` (its samples from ``offset`` on), as a
+    read-only view ``[n_windows, window_samples]`` of one zero-padded copy of their samples: windows that
+    overlap share their samples (a 5-minute segment at hop 1.5 s is 38 MB of samples, 77 MB of windows)."""
     w, h = spec.window_samples, spec.hop_samples
     if n_windows == 0:
         return np.zeros((0, w), np.float32)
@@ -204,8 +206,7 @@ def cut(wave: np.ndarray, offset: int, first_window: int, n_windows: int, spec: 
     piece = np.zeros(hi - lo, dtype=np.float32)
     have = wave[lo:hi]
     piece[: len(have)] = have
-    idx = (np.arange(n_windows) * h)[:, None] + np.arange(w)[None, :]
-    return piece[idx]
+    return np.lib.stride_tricks.sliding_window_view(piece, w)[::h]
 
 
 @dataclass

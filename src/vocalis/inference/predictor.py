@@ -254,7 +254,9 @@ class Predictor:
         return self._run(self._checked(windows), batch_size, embedding=False)[0]
 
     def _checked(self, windows: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(windows, dtype=np.float32)
+        # a view of overlapping windows (vocalis.inference.jobs.cut) stays a view: each onnxruntime row is
+        # built contiguous below, and copying every window first doubled the samples held
+        x = np.asarray(windows, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.card.window_samples:
             raise ValueError(f"windows must be [n, {self.card.window_samples}], got {list(x.shape)}")
         return x
@@ -301,7 +303,7 @@ class Predictor:
             for lo in range(first, stop, bs):
                 chunk = x[lo : min(stop, lo + bs)]
                 if len(chunk) == 1:
-                    outs.append(self.session.run(names, {self._input: chunk}))
+                    outs.append(self.session.run(names, {self._input: np.ascontiguousarray(chunk)}))
                     continue
                 # the stream: the first window, then the last hop samples of each following one
                 row = np.concatenate([chunk[0], chunk[1:, w - hop :].reshape(-1)])
