@@ -64,13 +64,13 @@ def keep_freed_memory() -> bool:
     freed blocks are reused; the cost is up to that much idle heap per worker.
     """
     import ctypes
-    import ctypes.util
     import platform
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # glibc's soname (ctypes.util.find_library would run ldconfig in a subprocess at every worker start)
+        libc = ctypes.CDLL("libc.so.6")
         ok = libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
         return bool(ok and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
     except (OSError, AttributeError):  # pragma: no cover - a C library without mallopt
