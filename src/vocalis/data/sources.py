@@ -56,14 +56,17 @@ class Source:
         return {"type": self.name}
 
 
-def content_hasher(data: bytes = b"") -> hashlib._Hash:
-    """The hash of a clip's bytes in cache keys, of which the first 32 hex digits (128 bits) are kept.
+def content_digest(chunks: Iterable[bytes]) -> str:
+    """The digest of a clip's bytes in cache keys: sha256, its first 32 hex digits (128 bits).
 
     sha256: where the CPU has SHA instructions (OpenSSL uses them) it hashes about twice as fast as blake2b
     (measured here: 0.19 against 0.35-0.39 ms for a 170 kB clip, file read included), and a first
     preparation hashes every file. Digests memoised before the change stay valid for their files.
     """
-    return hashlib.sha256(data)
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()[:32]
 
 
 class FileDigests:
@@ -98,20 +101,19 @@ class FileDigests:
         return None
 
     def digest(self, path: Path) -> str:
-        """:func:`content_hasher`'s digest of the file's bytes, or ``"missing"`` / ``"unreadable"`` (reported
+        """:func:`content_digest` of the file's bytes, or ``"missing"`` / ``"unreadable"`` (reported
         later)."""
         known = self._memoised(path)
-        if known is not None:
-            return known
+        return known if known is not None else self._hashed(path)
+
+    def _hashed(self, path: Path) -> str:
+        """The file's digest from its bytes, memoised."""
         try:
             st = path.stat()
-            h = content_hasher()
             with path.open("rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    h.update(chunk)
+                d = content_digest(iter(lambda: fh.read(1 << 20), b""))
         except OSError:
             return "unreadable"
-        d = h.hexdigest()[:32]
         self._memo[str(path)] = [st.st_size, st.st_mtime_ns, d]
         self._dirty = True
         return d
@@ -123,14 +125,14 @@ class FileDigests:
         todo = [i for i, d in enumerate(out) if d is None]
         if len(todo) < 64:
             for i in todo:
-                out[i] = self.digest(paths[i])
+                out[i] = self._hashed(paths[i])
         else:
             from concurrent.futures import ThreadPoolExecutor
 
             from vocalis.decode_workers import cpu_count
 
             with ThreadPoolExecutor(min(8, cpu_count())) as pool:
-                hashed = pool.map(self.digest, [paths[i] for i in todo], chunksize=16)
+                hashed = pool.map(self._hashed, [paths[i] for i in todo], chunksize=16)
                 for i, d in zip(todo, hashed, strict=True):
                     out[i] = d
         return [str(d) for d in out]
@@ -334,7 +336,7 @@ class HFParquetSource(Source):
                 inner = audio.get("path") or ""
                 label = self._label_names[int(row["label"])]
                 cid = f"{split_name}/{i:06d}"
-                digest = content_hasher(data).hexdigest()[:32]
+                digest = content_digest([data])
                 path = f"{split_name}/{inner}" if inner else cid
                 out.append(Clip(cid, path, label, split, cid, digest, (split_name, i)))
         if not out:
